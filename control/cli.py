@@ -1,0 +1,304 @@
+"""The `rsm` command: register resources, follow them to `active`, read status and history.
+
+Reads (`status`, `history`) come from the database, which is the audit record; commands go through
+the workflows. Every command prints the workflow's Temporal UI link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
+
+from control.client import COMMANDS, LifecycleClient
+from control.sources import SourceError
+from state.errors import StoreError
+from state.machines import ResourceState, ResourceType
+from state.models import LifecycleStatus, TransitionView, workflow_id_for
+from state.postgres import PostgresStore, apply_migrations
+from state.settings import RsmSettings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="rsm: durable resource lifecycles on Temporal, audited in Postgres.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+register_app = typer.Typer(
+    help="Register a resource and start its lifecycle.", no_args_is_help=True
+)
+app.add_typer(register_app, name="register")
+
+EXIT_ACTIVE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_OTHER = 0, 1, 2, 3
+FAILED_STATES = {ResourceState.FAILED, ResourceState.FAILED_VALIDATION}
+
+
+def _run(coro: Awaitable[T]) -> T:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except (StoreError, SourceError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except RuntimeError as exc:
+        if "Failed client connect" in str(exc) or "connection" in str(exc).lower():
+            typer.secho(
+                f"error: cannot reach Temporal: {exc} (is `rsm dev up` running?)",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(EXIT_FAILED) from None
+        raise
+
+
+def _fmt_time(at: datetime) -> str:
+    return at.astimezone().strftime("%H:%M:%S")
+
+
+def _print_transition(t: TransitionView) -> None:
+    frm = t.from_state.value if t.from_state else "·"
+    typer.echo(f"  {_fmt_time(t.at)}  {frm:>16} → {t.to_state.value:<16} {t.reason}  [{t.actor}]")
+
+
+async def follow(
+    lc: LifecycleClient, handle: WorkflowHandle[Any, Any], timeout: float
+) -> LifecycleStatus | None:
+    """Print each transition and the progress of long steps until the resource settles."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    printed: set[tuple[datetime, str]] = set()
+    last_progress: str | None = None
+    warned = False
+    while loop.time() < deadline:
+        try:
+            status = await lc.status(handle)
+            transitions = await lc.transitions(handle)
+        except RPCError as exc:
+            if not warned:
+                typer.echo(f"  waiting for a worker on task queue {lc.settings.task_queue} ({exc})")
+                warned = True
+            await asyncio.sleep(1)
+            continue
+        for t in transitions:
+            key = (t.at, t.to_state.value)
+            if key not in printed:
+                printed.add(key)
+                _print_transition(t)
+        if status.state is ResourceState.ACTIVE or status.state in FAILED_STATES | {
+            ResourceState.ARCHIVED,
+            ResourceState.INACTIVE,
+        }:
+            return status
+        progress = await lc.progress(handle)
+        line = _progress_line(progress)
+        if line and line != last_progress:
+            typer.echo(f"  {'':>8}  {'':>16}   … {line}")
+            last_progress = line
+        await asyncio.sleep(0.3)
+    return None
+
+
+def _progress_line(progress: dict[str, Any] | None) -> str | None:
+    if not progress:
+        return None
+    if "step" in progress:
+        return f"{progress['activity']}: {progress['step']}"
+    if progress.get("attempt", 0) > 1:
+        return (
+            f"{progress['activity']}: attempt {progress['attempt']} ({progress.get('last_error')})"
+        )
+    return None
+
+
+@register_app.command("mcp")
+def register_mcp(
+    path: Path = typer.Argument(..., help="Directory with a Dockerfile and an MCP server."),
+    resource_id: str | None = typer.Option(
+        None, "--id", help="Resource id (default: directory name)."
+    ),
+    owner: str = typer.Option("", "--owner", help="Owner team."),
+    actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the lifecycle until it settles."),
+    timeout: float = typer.Option(900, "--timeout", help="Seconds to wait with --wait."),
+) -> None:
+    """Register an MCP server directory and start its lifecycle."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        lc = await LifecycleClient.connect(settings)
+        handle = await lc.register_mcp(path, resource_id=resource_id, owner_team=owner, actor=actor)
+        typer.echo(f"registered {handle.id}")
+        typer.echo(f"  Temporal UI: {lc.ui_link(handle.id)}")
+        if not wait:
+            return EXIT_ACTIVE
+        status = await follow(lc, handle, timeout)
+        if status is None:
+            typer.secho(f"timed out after {timeout:.0f}s; still running", fg="yellow", err=True)
+            return EXIT_TIMEOUT
+        if status.state is ResourceState.ACTIVE:
+            endpoint = status.deployment.endpoint if status.deployment else "?"
+            typer.secho(f"{handle.id} is active at {endpoint}", fg="green")
+            return EXIT_ACTIVE
+        if status.state in FAILED_STATES:
+            typer.secho(
+                f"{handle.id} {status.state.value}: {status.failure_reason}", fg="red", err=True
+            )
+            return EXIT_FAILED
+        typer.echo(f"{handle.id} is {status.state.value}")
+        return EXIT_OTHER
+
+    raise typer.Exit(_run(main()))
+
+
+async def _store(settings: RsmSettings) -> PostgresStore:
+    return await PostgresStore.connect(settings.database_url, max_size=2)
+
+
+@app.command()
+def status(
+    resource_id: str | None = typer.Argument(None, help="One resource; all when omitted."),
+    resource_type: ResourceType | None = typer.Option(None, "--type"),
+    state: ResourceState | None = typer.Option(None, "--state"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Current state of resources, from the database."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        store = await _store(settings)
+        try:
+            if resource_id is None:
+                rows = await store.list_resources(
+                    resource_type.value if resource_type else None, state.value if state else None
+                )
+                if as_json:
+                    typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+                    return 0
+                typer.echo(
+                    f"{'ID':<24} {'TYPE':<13} {'STATE':<22} {'VERSION':<13} {'OWNER':<12} UPDATED"
+                )
+                for r in rows:
+                    typer.echo(
+                        f"{r.resource_id:<24} {r.resource_type.value:<13} "
+                        f"{r.current_state.value:<22} {r.version or '':<13} "
+                        f"{r.owner_team:<12} {r.updated_at:%Y-%m-%d %H:%M:%S}"
+                    )
+                return 0
+            row = await store.get_resource(resource_id)
+            if row is None:
+                typer.secho(f"no resource {resource_id!r}", fg="red", err=True)
+                return EXIT_FAILED
+            details: dict[str, Any] = row.model_dump(mode="json")
+            if row.resource_type is ResourceType.MCP_SERVER:
+                mcp = await store.mcp_status(resource_id)
+                details["mcp"] = json.loads(json.dumps(mcp, default=str)) if mcp else None
+            wf = row.workflow_id or workflow_id_for(row.resource_type, row.resource_id)
+            details["temporal_ui"] = settings.workflow_ui_link(wf)
+            if as_json:
+                typer.echo(json.dumps(details, indent=2))
+                return 0
+            typer.echo(
+                f"{row.resource_id} ({row.resource_type.value}, machine v{row.machine_version})"
+            )
+            typer.echo(
+                f"  state:    {row.current_state.value}  since {row.updated_at:%Y-%m-%d %H:%M:%S}"
+            )
+            typer.echo(f"  version:  {row.version}")
+            typer.echo(f"  owner:    {row.owner_team or '-'}   registered by {row.registered_by}")
+            if details.get("mcp"):
+                mcp = details["mcp"]
+                typer.echo(f"  endpoint: {mcp.get('endpoint')}  image {mcp.get('image')}")
+                typer.echo(
+                    f"  server:   {mcp.get('server_name')}  protocol {mcp.get('protocol_version')}"
+                    f"  tools {', '.join(mcp.get('tools') or [])}"
+                )
+            typer.echo(f"  Temporal UI: {details['temporal_ui']}")
+            return 0
+        finally:
+            await store.close()
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command()
+def history(
+    resource_id: str = typer.Argument(..., help="Resource id."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Every recorded transition of a resource: from, to, who, why, when."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        store = await _store(settings)
+        try:
+            row = await store.get_resource(resource_id)
+            if row is None:
+                typer.secho(f"no resource {resource_id!r}", fg="red", err=True)
+                return EXIT_FAILED
+            records = await store.list_transitions(resource_id)
+            if as_json:
+                typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+                return 0
+            typer.echo(
+                f"history of {resource_id} ({row.resource_type.value}), now {row.current_state.value}"
+            )
+            for r in records:
+                frm = r.from_state.value if r.from_state else "·"
+                typer.echo(
+                    f"  {r.recorded_at:%Y-%m-%d %H:%M:%S}  {frm:>16} → {r.to_state.value:<16} "
+                    f"{r.actor:<10} {r.reason}"
+                )
+            wf = row.workflow_id or workflow_id_for(row.resource_type, row.resource_id)
+            typer.echo(f"  Temporal UI: {settings.workflow_ui_link(wf)}")
+            return 0
+        finally:
+            await store.close()
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command()
+def command(
+    resource_id: str = typer.Argument(..., help="Resource id."),
+    name: str = typer.Argument(..., help=f"One of: {', '.join(COMMANDS)}."),
+    resource_type: ResourceType = typer.Option(ResourceType.MCP_SERVER, "--type"),
+    actor: str = typer.Option("cli", "--actor"),
+    reason: str = typer.Option("", "--reason"),
+) -> None:
+    """Send an operator command (a signal) to a resource's lifecycle."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        lc = await LifecycleClient.connect(settings)
+        handle = lc.handle(resource_type, resource_id)
+        try:
+            await lc.command(handle, name, actor, reason)
+        except ValueError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            return EXIT_FAILED
+        typer.echo(f"sent {name} to {handle.id}\n  Temporal UI: {lc.ui_link(handle.id)}")
+        return 0
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the schema migrations in supabase/migrations to RSM_DATABASE_URL."""
+    settings = RsmSettings()
+    applied = _run(apply_migrations(settings.database_url))
+    typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+    sys.exit(0)

@@ -1,0 +1,209 @@
+"""Pydantic payloads shared by workflows, activities, the client facade and the stores.
+
+Every workflow and activity takes exactly one of these models, so fields can be added compatibly
+(samples-python's single-input rule). They travel through `pydantic_data_converter`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from state.machines import ResourceState, ResourceType
+
+
+class ResourceRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    resource_type: ResourceType
+    resource_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id_for(self.resource_type, self.resource_id)
+
+
+def workflow_id_for(resource_type: ResourceType | str, resource_id: str) -> str:
+    return f"resource/{ResourceType(resource_type).value}/{resource_id}"
+
+
+class LifecyclePolicy(BaseModel):
+    """How a lifecycle may proceed; the gates issue extends it (approval, deadlines)."""
+
+    actor: str = "system"
+    build_timeout: timedelta = timedelta(minutes=30)
+    deploy_timeout: timedelta = timedelta(minutes=5)
+    health_deadline: timedelta = timedelta(seconds=30)
+
+
+class McpServerSpec(BaseModel):
+    """Where an MCP server's source lives and how to build and run it."""
+
+    context_path: str
+    dockerfile: str = "Dockerfile"
+    build_args: dict[str, str] = Field(default_factory=dict)
+    version: str
+    mcp_path: str = "/mcp"
+
+
+class McpLifecycleInput(BaseModel):
+    ref: ResourceRef
+    name: str
+    owner_team: str = ""
+    spec: McpServerSpec
+    policy: LifecyclePolicy = Field(default_factory=LifecyclePolicy)
+    # Carried across continue-as-new so idempotency keys never repeat within a workflow id.
+    transition_seq: int = 0
+    resume_state: ResourceState | None = None
+    deployment: DeploymentInfo | None = None
+
+
+class RegisterResourceRequest(BaseModel):
+    ref: ResourceRef
+    name: str
+    owner_team: str = ""
+    version: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    workflow_id: str
+    actor: str = "system"
+    machine_version: int
+
+
+class TransitionRequest(BaseModel):
+    ref: ResourceRef
+    to_state: ResourceState
+    actor: str
+    reason: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str
+    from_state: ResourceState | None = None
+    workflow_id: str | None = None
+    run_id: str | None = None
+    mcp_registry: McpRegistryEntry | None = None
+
+
+class TransitionRecord(BaseModel):
+    transition_id: int
+    resource_id: str
+    from_state: ResourceState | None
+    to_state: ResourceState
+    actor: str
+    reason: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    recorded_at: datetime
+    replayed: bool = False
+
+
+class McpRegistryEntry(BaseModel):
+    image: str | None = None
+    runtime: str | None = None
+    runtime_ref: str | None = None
+    endpoint: str | None = None
+    server_name: str | None = None
+    protocol_version: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    healthy: bool = False
+
+
+class ResourceRow(BaseModel):
+    resource_id: str
+    resource_type: ResourceType
+    name: str
+    owner_team: str
+    current_state: ResourceState
+    machine_version: int
+    version: str | None
+    spec: dict[str, Any]
+    workflow_id: str | None
+    registered_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- activity payloads ---------------------------------------------------------------------------
+
+
+class BuildImageRequest(BaseModel):
+    resource_id: str
+    name: str
+    version: str
+    context_path: str
+    dockerfile: str = "Dockerfile"
+    build_args: dict[str, str] = Field(default_factory=dict)
+
+
+class BuildImageResult(BaseModel):
+    image: str
+    image_id: str
+    log_tail: list[str] = Field(default_factory=list)
+    duration_seconds: float
+
+
+class DeployRequest(BaseModel):
+    resource_id: str
+    name: str
+    version: str
+    image: str
+    mcp_path: str = "/mcp"
+
+
+class DeploymentInfo(BaseModel):
+    runtime: str
+    runtime_ref: str
+    endpoint: str
+    image: str
+    version: str
+
+
+class HealthCheckRequest(BaseModel):
+    resource_id: str
+    endpoint: str
+    deadline_seconds: float = 30.0
+
+
+class McpHealthResult(BaseModel):
+    server_name: str
+    server_version: str | None = None
+    protocol_version: str
+    tools: list[str]
+    attempts: int
+    elapsed_seconds: float
+
+
+class StopRuntimeRequest(BaseModel):
+    resource_id: str
+
+
+class TransitionView(BaseModel):
+    """A transition as the workflow remembers it, for the `get_transitions` query."""
+
+    from_state: ResourceState | None
+    to_state: ResourceState
+    actor: str
+    reason: str
+    at: datetime
+
+
+class LifecycleStatus(BaseModel):
+    ref: ResourceRef
+    state: ResourceState
+    blocked_on: list[str] = Field(default_factory=list)
+    failure_reason: str | None = None
+    deployment: DeploymentInfo | None = None
+
+
+class LifecycleResult(BaseModel):
+    ref: ResourceRef
+    final_state: ResourceState
+    transitions: int
+
+
+class CommandRequest(BaseModel):
+    actor: str = "operator"
+    reason: str = ""
+
+
+McpLifecycleInput.model_rebuild()
+TransitionRequest.model_rebuild()

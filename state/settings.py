@@ -1,0 +1,48 @@
+"""Configuration from the environment (`RSM_*`), with defaults that match the dev stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class RsmSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RSM_", extra="ignore", populate_by_name=True)
+
+    state_dir: Path = REPO_ROOT / ".rsm"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_namespace: str = "default"
+    temporal_address_override: str | None = Field(default=None, validation_alias="RSM_TEMPORAL_ADDRESS")
+    temporal_ui_url_override: str | None = Field(default=None, validation_alias="RSM_TEMPORAL_UI_URL")
+    task_queue: str = "rsm-lifecycle"
+    pg_port: int = 54329
+    database_url_override: str | None = Field(default=None, validation_alias="RSM_DATABASE_URL")
+    # The base image the example MCP Dockerfile builds FROM; the dev stack builds a local one because
+    # no registry is reachable here. Unset, each Dockerfile's own default (a public image) is used.
+    mcp_base_image: str | None = None
+    docker_host: str | None = None
+
+    @property
+    def temporal_address(self) -> str:
+        return self.temporal_address_override or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def temporal_ui_url(self) -> str:
+        return self.temporal_ui_url_override or f"http://127.0.0.1:{self.temporal_ui_port}"
+
+    @property
+    def database_url(self) -> str:
+        return self.database_url_override or f"postgresql://postgres@127.0.0.1:{self.pg_port}/rsm"
+
+    def workflow_ui_link(self, workflow_id: str) -> str:
+        from urllib.parse import quote
+
+        return (
+            f"{self.temporal_ui_url}/namespaces/{self.temporal_namespace}"
+            f"/workflows/{quote(workflow_id, safe='')}"
+        )

@@ -1,0 +1,118 @@
+"""`rsm dev up` / `rsm dev down`: the whole stack on one machine, started idempotently.
+
+Postgres (migrations applied), the Temporal dev server (UI on :8233, search attributes registered,
+persisting under the state folder), a Docker engine (dockerd started only when none answers), the
+local base images and the worker. `down` stops exactly what `up` started, by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+
+from state.postgres import apply_migrations
+from state.settings import RsmSettings
+from workers.images import PYTHON_MCP_IMAGE, ensure_base_images
+from workers.services.docker_engine import DockerEngine
+from workers.services.postgres import PostgresServer
+from workers.services.process import read_pid, spawn, stop_pid, wait_until
+from workers.services.temporal import TemporalDevServer
+
+
+@dataclass
+class DevStack:
+    settings: RsmSettings
+
+    @property
+    def postgres(self) -> PostgresServer:
+        return PostgresServer(self.settings.state_dir / "postgres", self.settings.pg_port)
+
+    @property
+    def temporal(self) -> TemporalDevServer:
+        s = self.settings
+        return TemporalDevServer(
+            s.state_dir, s.temporal_port, s.temporal_ui_port, s.temporal_namespace
+        )
+
+    @property
+    def docker(self) -> DockerEngine:
+        return DockerEngine(self.settings.state_dir)
+
+    @property
+    def worker_pid_file(self) -> Path:
+        return self.settings.state_dir / "pids" / "worker.pid"
+
+    @property
+    def worker_log(self) -> Path:
+        return self.settings.state_dir / "logs" / "worker.log"
+
+    def up(self, with_worker: bool = True, say: Callable[[str], object] = print) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        started = self.docker.start()
+        say(f"docker      {'started dockerd' if started else 'engine answers'}")
+        dsn = self.postgres.start()
+        applied = asyncio.run(apply_migrations(dsn))
+        say(f"postgres    {dsn}  ({len(applied)} migration(s) applied)")
+        self.temporal.start()
+        say(f"temporal    {s.temporal_address}  UI {s.temporal_ui_url}")
+        api = docker.APIClient()
+        try:
+            images = ensure_base_images(api)
+        finally:
+            api.close()
+        say(f"images      {', '.join(images.values())}")
+        if with_worker:
+            self.start_worker()
+            say(f"worker      task queue {s.task_queue}  log {self.worker_log}")
+
+    def start_worker(self) -> None:
+        if read_pid(self.worker_pid_file) is not None:
+            return
+        env = {
+            "RSM_MCP_BASE_IMAGE": self.settings.mcp_base_image or PYTHON_MCP_IMAGE,
+            "RSM_DATABASE_URL": self.settings.database_url,
+            "RSM_TEMPORAL_ADDRESS": self.settings.temporal_address,
+        }
+        spawn(
+            [sys.executable, "-m", "workers.main", "worker"],
+            self.worker_log,
+            self.worker_pid_file,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
+        # The worker logs this line once it polls; fail early with its log if it dies first.
+        wait_until(
+            lambda: (
+                read_pid(self.worker_pid_file) is not None
+                and "polling" in self.worker_log.read_text(errors="replace")
+            ),
+            60,
+            "the rsm worker",
+            self.worker_log,
+        )
+
+    def down(self, say: Callable[[str], object] = print) -> None:
+        say(f"worker      {'stopped' if stop_pid(self.worker_pid_file) else 'not running'}")
+        say(f"temporal    {'stopped' if self.temporal.stop() else 'not running'}")
+        say(f"postgres    {'stopped' if self.postgres.stop() else 'not running'}")
+        if self.docker.started_by_us():
+            self.docker.stop()
+            say("docker      stopped the dockerd we started")
+        else:
+            say("docker      left alone (not started by rsm)")
+
+    def status(self, say: Callable[[str], object] = print) -> None:
+        def mark(ok: bool) -> str:
+            return "up" if ok else "down"
+
+        say(f"postgres    {mark(self.postgres.running())}  {self.postgres.dsn}")
+        say(f"temporal    {mark(self.temporal.running())}  {self.settings.temporal_address}")
+        say(f"worker      {mark(read_pid(self.worker_pid_file) is not None)}")
+        say(
+            f"docker      {'started by rsm' if self.docker.started_by_us() else 'external or down'}"
+        )

@@ -1,0 +1,108 @@
+"""The lifecycle worker: every workflow and activity on one task queue, real clients injected.
+
+More workers on more machines share the queue (DESIGN §7); each one needs a Docker engine because
+builds run here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import docker
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.docker_build import DockerImageBuilder
+from activities.docker_runtime import LocalDockerRuntime
+from activities.mcp_health import McpHealthChecker
+from activities.transitions import TransitionRecorder
+from state.postgres import PostgresStore, apply_migrations
+from state.settings import RsmSettings
+from state.store import StateStore
+from workflows.mcp_lifecycle import McpLifecycleWorkflow
+
+log = logging.getLogger("rsm.worker")
+
+WORKFLOWS: Sequence[type] = (McpLifecycleWorkflow,)
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    # The domain package and pydantic are deterministic and safe to share with the sandbox.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("state", "pydantic")
+    )
+
+
+@dataclass
+class LifecycleActivities:
+    recorder: TransitionRecorder
+    builder: DockerImageBuilder
+    runtime: LocalDockerRuntime
+    health: McpHealthChecker
+
+    def all(self) -> list[object]:
+        return [
+            self.recorder.register_resource,
+            self.recorder.record_transition,
+            self.builder.build_image,
+            self.runtime.deploy,
+            self.runtime.stop_runtime,
+            self.health.health_check,
+        ]
+
+
+def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivities:
+    base_url = settings.docker_host
+    api = docker.APIClient(base_url=base_url) if base_url else docker.APIClient()
+    client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
+    build_args = {"BASE_IMAGE": settings.mcp_base_image} if settings.mcp_base_image else {}
+    return LifecycleActivities(
+        recorder=TransitionRecorder(store),
+        builder=DockerImageBuilder(api, default_build_args=build_args),
+        runtime=LocalDockerRuntime(client),
+        health=McpHealthChecker(),
+    )
+
+
+def new_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[object],
+    workflows: Sequence[type] = WORKFLOWS,
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),  # type: ignore[arg-type]
+        workflow_runner=sandbox_runner(),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+    )
+
+
+async def connect_client(settings: RsmSettings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+async def run_worker(settings: RsmSettings) -> None:
+    await apply_migrations(settings.database_url)
+    store = await PostgresStore.connect(settings.database_url)
+    client = await connect_client(settings)
+    worker = new_worker(client, settings.task_queue, real_activities(store, settings).all())
+    log.info("worker on %s polling task queue %s", settings.temporal_address, settings.task_queue)
+    try:
+        await worker.run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await store.close()

@@ -1,0 +1,143 @@
+"""The transition machinery every lifecycle workflow shares.
+
+`Lifecycle` is a helper that a workflow owns (composition, so each workflow class declares its own
+handlers): it checks an arrow against the machine before asking the database, records the transition
+through the `record_transition` activity with a key built from the workflow id, run id and a sequence
+number, keeps the recent transitions for queries and upserts the search attributes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from state.errors import FailureType
+    from state.machines import ResourceState, machine_for
+    from state.models import (
+        McpRegistryEntry,
+        RegisterResourceRequest,
+        ResourceRef,
+        ResourceRow,
+        TransitionRecord,
+        TransitionRequest,
+        TransitionView,
+    )
+
+from workflows.search_attributes import BLOCKED_ON, OWNER_TEAM, RESOURCE_STATE, RESOURCE_TYPE
+
+# The database may be down for a while: keep trying (nothing is lost), but never retry a refusal.
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    maximum_interval=timedelta(seconds=15),
+    non_retryable_error_types=list(FailureType.NON_RETRYABLE),
+)
+STORE_TIMEOUT = timedelta(seconds=30)
+RECENT_TRANSITIONS = 50
+# Steps the lifecycle takes by itself are recorded under this actor; a person's name appears on the
+# rows they caused (registration, approvals, commands).
+SYSTEM_ACTOR = "rsm"
+
+
+class Lifecycle:
+    def __init__(
+        self, ref: ResourceRef, owner_team: str, state: ResourceState, seq: int, registrant: str
+    ) -> None:
+        self.ref = ref
+        self.owner_team = owner_team
+        self.state = state
+        self.seq = seq
+        self.registrant = registrant
+        self.machine = machine_for(ref.resource_type)
+        self.recent: list[TransitionView] = []
+        self.blocked_on: list[str] = []
+
+    def _key(self) -> str:
+        info = workflow.info()
+        self.seq += 1
+        return f"{info.workflow_id}/{info.run_id}/{self.seq}"
+
+    def upsert_search_attributes(self) -> None:
+        workflow.upsert_search_attributes(
+            [
+                RESOURCE_TYPE.value_set(self.ref.resource_type.value),
+                RESOURCE_STATE.value_set(self.state.value),
+                OWNER_TEAM.value_set(self.owner_team),
+                BLOCKED_ON.value_set(list(self.blocked_on)),
+            ]
+        )
+
+    async def register(self, name: str, version: str | None, spec: dict[str, Any]) -> ResourceRow:
+        row = await workflow.execute_activity(
+            "register_resource",
+            RegisterResourceRequest(
+                ref=self.ref,
+                name=name,
+                owner_team=self.owner_team,
+                version=version,
+                spec=spec,
+                workflow_id=workflow.info().workflow_id,
+                actor=self.registrant,
+                machine_version=self.machine.version,
+            ),
+            result_type=ResourceRow,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+        self.state = row.current_state
+        self.upsert_search_attributes()
+        return row
+
+    def can_move(self, to_state: ResourceState) -> bool:
+        return self.machine.allows(self.state, to_state)
+
+    async def move(
+        self,
+        to_state: ResourceState,
+        reason: str,
+        *,
+        actor: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        mcp_registry: McpRegistryEntry | None = None,
+    ) -> TransitionRecord:
+        if not self.can_move(to_state):
+            # A workflow bug, not bad input: fail the task so it can be fixed and replayed.
+            raise RuntimeError(
+                f"{self.ref.resource_type} machine v{self.machine.version} has no arrow "
+                f"{self.state} -> {to_state}"
+            )
+        info = workflow.info()
+        record = await workflow.execute_activity(
+            "record_transition",
+            TransitionRequest(
+                ref=self.ref,
+                from_state=self.state,
+                to_state=to_state,
+                actor=actor or SYSTEM_ACTOR,
+                reason=reason,
+                metadata=metadata or {},
+                idempotency_key=self._key(),
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                mcp_registry=mcp_registry,
+            ),
+            result_type=TransitionRecord,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+        self.recent.append(
+            TransitionView(
+                from_state=self.state,
+                to_state=to_state,
+                actor=record.actor,
+                reason=reason,
+                at=workflow.now(),
+            )
+        )
+        del self.recent[:-RECENT_TRANSITIONS]
+        self.state = to_state
+        self.upsert_search_attributes()
+        return record
