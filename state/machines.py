@@ -79,89 +79,81 @@ def _chain(*states: ResourceState) -> set[tuple[ResourceState, ResourceState]]:
     return set(pairwise(states))
 
 
-def _recovery(*extra_settled: ResourceState) -> set[tuple[ResourceState, ResourceState]]:
-    """Arrows every type shares: retry after failure, (de)activation, archiving a settled resource,
-    and a redeploy of a new version from a running one."""
-    arrows = {
-        (S.FAILED, S.REGISTERED),
-        (S.ACTIVE, S.INACTIVE),
-        (S.INACTIVE, S.ACTIVE),
-    }
-    for settled in SETTLED_STATES | set(extra_settled):
-        arrows.add((settled, S.ARCHIVED))
-    return arrows
+def _with_recovery(
+    arrows: set[tuple[ResourceState, ResourceState]],
+) -> frozenset[tuple[ResourceState, ResourceState]]:
+    """Add the arrows every type shares: retry after failure, (de)activation, and archiving from
+    each settled state the machine actually uses (a machine never gains a state it cannot reach)."""
+    arrows = arrows | {(S.FAILED, S.REGISTERED), (S.ACTIVE, S.INACTIVE), (S.INACTIVE, S.ACTIVE)}
+    used = {s for arrow in arrows for s in arrow}
+    arrows |= {(settled, S.ARCHIVED) for settled in SETTLED_STATES & used}
+    return frozenset(arrows)
 
 
-_N8N_ARROWS = (
-    _chain(S.CREATED, S.REGISTERED, S.VALIDATING, S.VALIDATED, S.DEPLOYING, S.DEPLOYED, S.ACTIVE)
-    | {
-        (S.VALIDATING, S.FAILED_VALIDATION),
-        (S.DEPLOYING, S.FAILED),
-        (S.DEPLOYED, S.FAILED),
-        (S.DEPLOYED, S.INACTIVE),
-        (S.FAILED_VALIDATION, S.REGISTERED),
-        (S.INACTIVE, S.DEPLOYING),
-        # A new version of the export is validated again before it replaces the live one.
-        (S.ACTIVE, S.VALIDATING),
-    }
-    | _recovery()
-)
+_N8N_ARROWS = _chain(
+    S.CREATED, S.REGISTERED, S.VALIDATING, S.VALIDATED, S.DEPLOYING, S.DEPLOYED, S.ACTIVE
+) | {
+    (S.VALIDATING, S.FAILED_VALIDATION),
+    (S.DEPLOYING, S.FAILED),
+    (S.DEPLOYED, S.FAILED),
+    (S.DEPLOYED, S.INACTIVE),
+    (S.FAILED_VALIDATION, S.REGISTERED),
+    (S.INACTIVE, S.DEPLOYING),
+    # A new version of the export is validated again before it replaces the live one.
+    (S.ACTIVE, S.VALIDATING),
+}
 
-_MCP_ARROWS = (
-    _chain(
-        S.CREATED,
-        S.REGISTERED,
-        S.BUILDING,
-        S.BUILT,
-        S.DEPLOYING,
-        S.DEPLOYED,
-        S.HEALTH_CHECKING,
-        S.AVAILABLE,
-        S.ACTIVE,
-    )
-    | {
-        (S.BUILDING, S.FAILED),
-        (S.DEPLOYING, S.FAILED),
-        (S.HEALTH_CHECKING, S.FAILED),
-        (S.AVAILABLE, S.FAILED),
-        (S.AVAILABLE, S.INACTIVE),
-        (S.INACTIVE, S.DEPLOYING),
-        # Redeploy: a running server builds its new version, or is rolled back to the last good one.
-        (S.ACTIVE, S.BUILDING),
-        (S.FAILED, S.BUILDING),
-        (S.FAILED, S.DEPLOYING),
-        (S.ACTIVE, S.FAILED),
-    }
-    | _recovery()
-)
+_MCP_ARROWS = _chain(
+    S.CREATED,
+    S.REGISTERED,
+    S.BUILDING,
+    S.BUILT,
+    S.DEPLOYING,
+    S.DEPLOYED,
+    S.HEALTH_CHECKING,
+    S.AVAILABLE,
+    S.ACTIVE,
+) | {
+    (S.BUILDING, S.FAILED),
+    (S.DEPLOYING, S.FAILED),
+    (S.HEALTH_CHECKING, S.FAILED),
+    (S.AVAILABLE, S.FAILED),
+    (S.AVAILABLE, S.INACTIVE),
+    (S.INACTIVE, S.DEPLOYING),
+    # Redeploy: a running server builds its new version, or is rolled back to the last good one.
+    (S.ACTIVE, S.BUILDING),
+    (S.FAILED, S.BUILDING),
+    (S.FAILED, S.DEPLOYING),
+    (S.ACTIVE, S.FAILED),
+}
 
-_TEAM_ARROWS = (
-    _chain(S.CREATED, S.REGISTERED, S.BUILDING, S.BUILT, S.DEPLOYING, S.DEPLOYED, S.ACTIVE)
-    | {
-        (S.BUILDING, S.FAILED),
-        (S.DEPLOYING, S.FAILED),
-        (S.DEPLOYED, S.FAILED),
-        (S.DEPLOYED, S.AWAITING_DEPENDENCIES),
-        (S.AWAITING_DEPENDENCIES, S.DEPLOYED),
-        (S.AWAITING_DEPENDENCIES, S.ACTIVE),
-        (S.AWAITING_DEPENDENCIES, S.FAILED),
-        # A dependency that leaves `active` sends its dependents back to waiting.
-        (S.ACTIVE, S.AWAITING_DEPENDENCIES),
-        (S.ACTIVE, S.SCALING),
-        (S.SCALING, S.ACTIVE),
-        (S.SCALING, S.FAILED),
-        (S.INACTIVE, S.DEPLOYING),
-        (S.ACTIVE, S.BUILDING),
-        (S.FAILED, S.BUILDING),
-        (S.ACTIVE, S.FAILED),
-    }
-    | _recovery()
-)
+_TEAM_ARROWS = _chain(
+    S.CREATED, S.REGISTERED, S.BUILDING, S.BUILT, S.DEPLOYING, S.DEPLOYED, S.ACTIVE
+) | {
+    (S.BUILDING, S.FAILED),
+    (S.DEPLOYING, S.FAILED),
+    (S.DEPLOYED, S.FAILED),
+    (S.DEPLOYED, S.AWAITING_DEPENDENCIES),
+    (S.AWAITING_DEPENDENCIES, S.DEPLOYED),
+    (S.AWAITING_DEPENDENCIES, S.ACTIVE),
+    (S.AWAITING_DEPENDENCIES, S.FAILED),
+    # A dependency that leaves `active` sends its dependents back to waiting.
+    (S.ACTIVE, S.AWAITING_DEPENDENCIES),
+    (S.ACTIVE, S.SCALING),
+    (S.SCALING, S.ACTIVE),
+    (S.SCALING, S.FAILED),
+    (S.INACTIVE, S.DEPLOYING),
+    (S.ACTIVE, S.BUILDING),
+    (S.FAILED, S.BUILDING),
+    (S.ACTIVE, S.FAILED),
+}
 
 MACHINES: dict[ResourceType, StateMachine] = {
-    ResourceType.N8N_WORKFLOW: StateMachine(ResourceType.N8N_WORKFLOW, 1, frozenset(_N8N_ARROWS)),
-    ResourceType.MCP_SERVER: StateMachine(ResourceType.MCP_SERVER, 1, frozenset(_MCP_ARROWS)),
-    ResourceType.TEAM: StateMachine(ResourceType.TEAM, 1, frozenset(_TEAM_ARROWS)),
+    ResourceType.N8N_WORKFLOW: StateMachine(
+        ResourceType.N8N_WORKFLOW, 1, _with_recovery(_N8N_ARROWS)
+    ),
+    ResourceType.MCP_SERVER: StateMachine(ResourceType.MCP_SERVER, 1, _with_recovery(_MCP_ARROWS)),
+    ResourceType.TEAM: StateMachine(ResourceType.TEAM, 1, _with_recovery(_TEAM_ARROWS)),
 }
 
 

@@ -17,8 +17,12 @@ class RsmSettings(BaseSettings):
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
     temporal_namespace: str = "default"
-    temporal_address_override: str | None = Field(default=None, validation_alias="RSM_TEMPORAL_ADDRESS")
-    temporal_ui_url_override: str | None = Field(default=None, validation_alias="RSM_TEMPORAL_UI_URL")
+    temporal_address_override: str | None = Field(
+        default=None, validation_alias="RSM_TEMPORAL_ADDRESS"
+    )
+    temporal_ui_url_override: str | None = Field(
+        default=None, validation_alias="RSM_TEMPORAL_UI_URL"
+    )
     task_queue: str = "rsm-lifecycle"
     pg_port: int = 54329
     database_url_override: str | None = Field(default=None, validation_alias="RSM_DATABASE_URL")
