@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -25,6 +26,86 @@ from state.models import BuildImageRequest, BuildImageResult
 
 LOG_TAIL_LINES = 40
 _DONE = object()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_STDERR_START = "\x1b[91m"  # the classic builder colours a step's stderr red
+# Lines the engine itself writes between a step's own output.
+_ENGINE_LINES = (" ---> ", "Removing intermediate container", "Step ", "Successfully ")
+
+
+class BuildLog:
+    """Reads the build stream's text: keeps a tail, the current step, and the failing step's last
+    stderr and stdout lines. A step's stdout and stderr arrive interleaved in no fixed order, so the
+    reason for a failure prefers the last stderr line (`cat: can't open ...`) over the last stdout."""
+
+    def __init__(self, tail_lines: int = LOG_TAIL_LINES) -> None:
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.lines = 0
+        self.step: str | None = None
+        self.step_stderr: str | None = None
+        self.step_stdout: str | None = None
+
+    def feed(self, text: str) -> None:
+        is_stderr = text.startswith(_STDERR_START)
+        for raw in _ANSI.sub("", text).splitlines():
+            line = raw.rstrip()
+            if not line.strip():
+                continue
+            self.lines += 1
+            self.tail.append(line)
+            if line.startswith("Step "):
+                self.step, self.step_stderr, self.step_stdout = line.strip(), None, None
+            elif line.startswith(_ENGINE_LINES):
+                continue
+            elif is_stderr:
+                self.step_stderr = line.strip()
+            else:
+                self.step_stdout = line.strip()
+
+    def failure_reason(self, engine_error: str) -> str:
+        """The engine's line says which step failed; the step's own output says why."""
+        why = self.step_stderr or self.step_stdout
+        return engine_error if not why or why in engine_error else f"{engine_error}: {why}"
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def base_images(dockerfile: str, build_args: dict[str, str]) -> list[str]:
+    """The images a Dockerfile builds FROM (global ARG defaults and build args substituted;
+    `scratch` and references to earlier stages left out)."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    images: list[str] = []
+    seen_from = False
+
+    def expand(text: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(3)
+            return build_args.get(name, args.get(name, m.group(2) or ""))
+
+        return _VAR.sub(sub, text)
+
+    for raw in dockerfile.replace("\\\n", " ").splitlines():
+        words = raw.split()
+        if not words or words[0].startswith("#"):
+            continue
+        keyword = words[0].upper()
+        if keyword == "ARG" and not seen_from and len(words) > 1:
+            name, _, default = words[1].partition("=")
+            args[name] = default
+        elif keyword == "FROM":
+            seen_from = True
+            rest = [w for w in words[1:] if not w.startswith("--")]
+            if not rest:
+                continue
+            image = expand(rest[0])
+            if len(rest) >= 3 and rest[1].upper() == "AS":
+                stages.add(rest[2].lower())
+            if image.lower() != "scratch" and image.lower() not in stages:
+                images.append(image)
+    return images
 
 
 def image_tag(resource_id: str, version: str) -> str:
@@ -57,18 +138,43 @@ def _check_context(req: BuildImageRequest) -> Path:
 
 
 class DockerImageBuilder:
-    def __init__(self, api: docker.APIClient, default_build_args: dict[str, str] | None = None):
+    def __init__(
+        self,
+        api: docker.APIClient,
+        default_build_args: dict[str, str] | None = None,
+        allow_pull: bool = False,
+    ):
         self._api = api
         # e.g. BASE_IMAGE for machines that cannot reach a registry (the dev stack sets it).
         self._default_build_args = dict(default_build_args or {})
+        # Off by default: a missing base image is named at once instead of the engine trying a
+        # registry (which, on a machine without one, fails slowly with a DNS error).
+        self._allow_pull = allow_pull
+
+    def _check_base_images(self, dockerfile: Path, build_args: dict[str, str]) -> None:
+        for image in base_images(dockerfile.read_text(errors="replace"), build_args):
+            if not image:
+                continue  # an unset build argument: the engine names it ("base name ... blank")
+            try:
+                self._api.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                raise _build_failed(
+                    f"base image {image} is not on this Docker engine and pulling is off"
+                    " (build it locally, pass a BASE_IMAGE build argument, or set"
+                    " RSM_DOCKER_ALLOW_PULL=true)",
+                    image=image,
+                    dockerfile=str(dockerfile),
+                ) from None
 
     @activity.defn(name="build_image")
     async def build_image(self, req: BuildImageRequest) -> BuildImageResult:
         context = _check_context(req)
         tag = image_tag(req.resource_id, req.version)
         build_args = {**self._default_build_args, **req.build_args}
+        if not self._allow_pull:
+            await asyncio.to_thread(self._check_base_images, context / req.dockerfile, build_args)
         started = time.monotonic()
-        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        log = BuildLog()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
@@ -101,7 +207,6 @@ class DockerImageBuilder:
         image_id: str | None = None
         error: str | None = None
         error_detail: dict[str, Any] = {}
-        lines = 0
         async with heartbeating() as progress:
             thread.start()
             try:
@@ -116,32 +221,27 @@ class DockerImageBuilder:
                         error = str(chunk["error"]).strip()
                         error_detail = chunk.get("errorDetail") or {}
                     elif "stream" in chunk:
-                        for line in str(chunk["stream"]).splitlines():
-                            if line.strip():
-                                lines += 1
-                                tail.append(line.rstrip())
-                                if line.startswith("Step "):
-                                    progress.update(step=line.strip())
-                        progress.update(lines=lines)
+                        log.feed(str(chunk["stream"]))
+                        progress.update(step=log.step, lines=log.lines)
                     elif "aux" in chunk and "ID" in chunk["aux"]:
                         image_id = chunk["aux"]["ID"]
             except asyncio.CancelledError:
                 stop.set()
                 raise
         if error is not None:
-            # The engine's line says which step failed; the step's own last output says why.
-            last_output = next(
-                (line for line in reversed(tail) if not line.startswith(" ---> ")), ""
-            )
-            reason = error if not last_output or last_output in error else f"{error}: {last_output}"
             raise _build_failed(
-                reason, error=error, error_detail=error_detail, log_tail=list(tail), image=tag
+                log.failure_reason(error),
+                error=error,
+                error_detail=error_detail,
+                step=log.step,
+                log_tail=list(log.tail),
+                image=tag,
             )
         if image_id is None:
             image_id = (await asyncio.to_thread(self._api.inspect_image, tag))["Id"]
         return BuildImageResult(
             image=tag,
             image_id=image_id,
-            log_tail=list(tail)[-10:],
+            log_tail=list(log.tail)[-10:],
             duration_seconds=round(time.monotonic() - started, 3),
         )

@@ -59,6 +59,9 @@ class LocalDockerRuntime:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 continue  # already gone: removing is idempotent
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a removal already in progress
+                    raise
             removed.append(container.short_id)
         return removed
 

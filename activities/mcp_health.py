@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -19,7 +20,8 @@ def describe(exc: BaseException) -> str:
     """The innermost meaningful message: the SDK wraps transport errors in exception groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    text = str(exc).strip() or type(exc).__name__
+    # httpx appends a documentation link on a second line: keep the first, which says what happened.
+    text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
@@ -37,7 +39,8 @@ class McpHealthChecker:
     async def probe(self, endpoint: str) -> tuple[str, str | None, str, list[str]]:
         async with (
             asyncio.timeout(self._attempt_timeout),
-            streamablehttp_client(endpoint, timeout=self._attempt_timeout) as (read, write, _),
+            httpx.AsyncClient(timeout=self._attempt_timeout, follow_redirects=True) as http,
+            streamable_http_client(endpoint, http_client=http) as (read, write, _),
             ClientSession(read, write) as session,
         ):
             init = await session.initialize()

@@ -30,6 +30,8 @@ class RsmSettings(BaseSettings):
     # no registry is reachable here. Unset, each Dockerfile's own default (a public image) is used.
     mcp_base_image: str | None = None
     docker_host: str | None = None
+    # Off: a Dockerfile whose base image is not local fails at once, by name (no registry here).
+    docker_allow_pull: bool = False
 
     @property
     def temporal_address(self) -> str:

@@ -64,7 +64,9 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
     build_args = {"BASE_IMAGE": settings.mcp_base_image} if settings.mcp_base_image else {}
     return LifecycleActivities(
         recorder=TransitionRecorder(store),
-        builder=DockerImageBuilder(api, default_build_args=build_args),
+        builder=DockerImageBuilder(
+            api, default_build_args=build_args, allow_pull=settings.docker_allow_pull
+        ),
         runtime=LocalDockerRuntime(client),
         health=McpHealthChecker(),
     )
