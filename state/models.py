@@ -36,6 +36,9 @@ class LifecyclePolicy(BaseModel):
     build_timeout: timedelta = timedelta(minutes=30)
     deploy_timeout: timedelta = timedelta(minutes=5)
     health_deadline: timedelta = timedelta(seconds=30)
+    # How long a build or rollout may go without a heartbeat before Temporal retries it elsewhere
+    # (a worker that died mid-build is noticed after this long).
+    step_heartbeat_timeout: timedelta = timedelta(seconds=30)
 
 
 class McpServerSpec(BaseModel):

@@ -188,7 +188,7 @@ class McpLifecycleWorkflow:
                 ),
                 BuildImageResult,
                 timeout=self._input.policy.build_timeout,
-                heartbeat=timedelta(seconds=30),
+                heartbeat=self._input.policy.step_heartbeat_timeout,
                 retry=BUILD_RETRY,
             )
             await self._life.move(
@@ -220,7 +220,7 @@ class McpLifecycleWorkflow:
             ),
             DeploymentInfo,
             timeout=self._input.policy.deploy_timeout,
-            heartbeat=timedelta(seconds=30),
+            heartbeat=self._input.policy.step_heartbeat_timeout,
             retry=STEP_RETRY,
         )
         self._deployment = deployment

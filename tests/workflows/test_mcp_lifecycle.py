@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ HAPPY_WALK = [
     (S.HEALTH_CHECKING, S.AVAILABLE),
     (S.AVAILABLE, S.ACTIVE),
 ]
+HISTORIES = Path(__file__).parent / "histories"
 FAST_POLICY = LifecyclePolicy(health_deadline=timedelta(seconds=4))
 
 
@@ -75,6 +77,15 @@ async def settled(
 
 async def walk(store: PostgresStore, resource_id: str) -> list[tuple[S | None, S]]:
     return [(t.from_state, t.to_state) for t in await store.list_transitions(resource_id)]
+
+
+async def save_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    """With RSM_RECORD_HISTORIES=1, keep this run's history for the replay tests (a behaviour
+    change then needs workflow.patched to replay the saved one)."""
+    if os.environ.get("RSM_RECORD_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 def dockerfile_dir(tmp_path: Path, body: str) -> Path:
@@ -124,6 +135,7 @@ async def test_example_mcp_server_walks_to_active_and_serves_its_tools(
     result = await handle.result()
     assert result.final_state is S.ARCHIVED
     assert (await walk(store, rid))[-1] == (S.ACTIVE, S.ARCHIVED)
+    await save_history(handle, "mcp_active_then_archived")
 
 
 async def test_registering_twice_gives_one_workflow_and_one_history(
@@ -177,6 +189,7 @@ async def test_a_failing_run_step_fails_with_that_line_and_waits_for_retry(
     ]
     await lifecycle.command(handle, "archive", actor="bob")
     assert (await handle.result()).final_state is S.ARCHIVED
+    await save_history(handle, "mcp_build_failed_retried_archived")
 
 
 async def test_a_server_that_fails_the_mcp_handshake_fails_with_the_mcp_error(

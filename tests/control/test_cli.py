@@ -1,0 +1,172 @@
+"""The `rsm` command as a user runs it: a real process against the session's Temporal and Postgres,
+with a worker in the test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from control.client import LifecycleClient
+from state.postgres import PostgresStore
+from state.settings import RsmSettings
+from tests.conftest import EXAMPLES, REPO
+from tests.helpers import running_worker, unique_id
+from workers.images import BUSYBOX_IMAGE, PYTHON_MCP_IMAGE
+from workers.worker import real_activities
+
+
+class Cli:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    async def __call__(self, *args: str, timeout: float = 120) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "workers.main",
+            *args,
+            cwd=REPO,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def rsm(
+    temporal_env: WorkflowEnvironment,
+    client: Client,
+    store: PostgresStore,
+    pg_dsn: str,
+    task_queue: str,
+    docker_engine: object,
+) -> AsyncIterator[Cli]:
+    settings = RsmSettings(task_queue=task_queue, mcp_base_image=PYTHON_MCP_IMAGE)
+    env = {
+        **os.environ,
+        "RSM_TASK_QUEUE": task_queue,
+        "RSM_TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
+        "RSM_DATABASE_URL": pg_dsn,
+        "RSM_TEMPORAL_UI_URL": "http://127.0.0.1:8233",
+    }
+    async with running_worker(client, task_queue, real_activities(store, settings).all()):
+        yield Cli(env)
+
+
+async def archive(client: Client, task_queue: str, rid: str) -> None:
+    lc = LifecycleClient(client, RsmSettings(task_queue=task_queue))
+    handle = lc.handle("mcp_server", rid)
+    await lc.command(handle, "archive", actor="test")
+    await asyncio.wait_for(handle.result(), 60)
+
+
+async def test_register_wait_reaches_active_and_status_history_read_the_database(
+    rsm: Cli, client: Client, task_queue: str
+) -> None:
+    rid = unique_id("t-cli")
+    code, out, err = await rsm(
+        "register", "mcp", str(EXAMPLES / "mcp/toolbox"), "--id", rid, "--actor", "carol", "--wait"
+    )
+    assert code == 0, err
+    link = f"http://127.0.0.1:8233/namespaces/default/workflows/resource%2Fmcp_server%2F{rid}"
+    assert link in out
+    for state in (
+        "registered",
+        "building",
+        "built",
+        "deploying",
+        "deployed",
+        "health_checking",
+        "available",
+        "active",
+    ):
+        assert f"→ {state}" in out, state
+    assert f"resource/mcp_server/{rid} is active at http://127.0.0.1:" in out
+
+    # Registering again is harmless: same workflow, no new history.
+    code, out, _ = await rsm(
+        "register", "mcp", str(EXAMPLES / "mcp/toolbox"), "--id", rid, "--wait"
+    )
+    assert code == 0 and "is active at" in out
+
+    code, out, _ = await rsm("history", rid, "--json")
+    rows = json.loads(out)
+    assert [r["to_state"] for r in rows] == [
+        "created",
+        "registered",
+        "building",
+        "built",
+        "deploying",
+        "deployed",
+        "health_checking",
+        "available",
+        "active",
+    ]
+    assert rows[1]["actor"] == "carol" and rows[2]["actor"] == "rsm"
+
+    code, out, _ = await rsm("history", rid)
+    assert code == 0 and "→ active" in out and "carol" in out
+    assert link in out
+
+    code, out, _ = await rsm("status", rid, "--json")
+    details = json.loads(out)
+    assert details["current_state"] == "active"
+    assert details["mcp"]["tools"] == ["add", "utc_now", "word_count"]
+    assert details["temporal_ui"] == link
+
+    code, out, _ = await rsm("status", "--state", "active")
+    assert code == 0 and rid in out
+    await archive(client, task_queue, rid)
+
+
+async def test_register_wait_exits_non_zero_with_the_reason_when_the_build_fails(
+    rsm: Cli, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    tmp_path.joinpath("Dockerfile").write_text(f"FROM {BUSYBOX_IMAGE}\nRUN sleep 0.3; exit 7\n")
+    rid = unique_id("t-clifail")
+    code, out, err = await rsm("register", "mcp", str(tmp_path), "--id", rid, "--wait")
+    assert code == 1
+    assert "→ failed" in out
+    assert (
+        f"resource/mcp_server/{rid} failed: The command '/bin/sh -c sleep 0.3; exit 7' returned a non-zero code: 7"
+        in err
+    )
+    await archive(client, task_queue, rid)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["register", "mcp", "/nonexistent/dir"], "/nonexistent/dir is not a directory"),
+        (["register", "mcp", str(REPO / "state")], "has no Dockerfile"),
+        (["history", "no-such-resource"], "no resource 'no-such-resource'"),
+        (["status", "no-such-resource"], "no resource 'no-such-resource'"),
+        (["command", "x", "explode"], "unknown command 'explode'"),
+    ],
+)
+async def test_bad_input_gets_a_clear_error_and_no_traceback(
+    rsm: Cli, args: list[str], message: str
+) -> None:
+    code, out, err = await rsm(*args)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in out + err
+
+
+async def test_an_unreachable_database_is_named(rsm: Cli) -> None:
+    rsm.env["RSM_DATABASE_URL"] = "postgresql://postgres@127.0.0.1:1/rsm"
+    code, _, err = await rsm("status")
+    assert code == 1
+    assert "cannot connect to Postgres at postgresql://postgres@127.0.0.1:1/rsm" in err
+    assert "Traceback" not in err
