@@ -1,0 +1,164 @@
+"""Payloads, activity names and failure names of the deploy runtimes (local Docker, Kubernetes).
+
+Pure pydantic, like state/models.py: the Kubernetes activities (activities/kubernetes_runtime.py)
+take and return these models, and workflows branch on the names below without importing the
+`kubernetes` package (import-linter forbids it there).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from state.models import DeploymentInfo, DeployRequest
+
+# Which runtime runs a resource: per resource (a spec field `runtime`) or the worker's default.
+RuntimeKind = Literal["docker", "kubernetes"]
+
+
+class KubernetesFailure:
+    """`ApplicationError.type` names of the Kubernetes runtime, in `state.errors.FailureType` style.
+
+    Every one is permanent: a person (or a rollback) must act, so retrying the activity cannot help.
+    An unreachable or overloaded API server is not named here: it stays a plain, retried error.
+    """
+
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    IMAGE_PULL_FAILED = "ImagePullFailed"  # details.state says ImagePullBackOff or ErrImagePull
+    CRASH_LOOP = "CrashLoopBackOff"
+    UNSCHEDULABLE = "Unschedulable"
+    IMMUTABLE_FIELD = "ImmutableFieldChange"  # e.g. spec.selector of an existing Deployment
+    APPLY_REJECTED = "KubernetesApplyRejected"  # any other 4xx: invalid spec, RBAC, no namespace
+    ROLLOUT_TIMED_OUT = "RolloutTimedOut"
+    NOT_DEPLOYED = "KubernetesDeploymentNotFound"  # scale or wait on something never applied
+
+    NON_RETRYABLE = (
+        PROGRESS_DEADLINE_EXCEEDED,
+        IMAGE_PULL_FAILED,
+        CRASH_LOOP,
+        UNSCHEDULABLE,
+        IMMUTABLE_FIELD,
+        APPLY_REJECTED,
+        ROLLOUT_TIMED_OUT,
+        NOT_DEPLOYED,
+    )
+
+
+class KubernetesActivity:
+    """Activity names a workflow calls (workflows call activities by name, never by import)."""
+
+    APPLY = "kubernetes_apply"
+    WAIT_ROLLOUT = "kubernetes_wait_rollout"
+    SCALE = "kubernetes_scale"
+    DEACTIVATE = "kubernetes_deactivate"
+    DELETE = "kubernetes_delete"
+    ROLLBACK = "kubernetes_rollback"
+
+
+class KubernetesRuntimeConfig(BaseModel):
+    """Where and how the worker deploys; one per worker (the namespace is not chosen per call)."""
+
+    namespace: str = "rsm"
+    container_port: int = 8000
+    service_port: int = 80
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # Written into spec.progressDeadlineSeconds: the controller's own verdict on a stuck rollout.
+    progress_deadline_seconds: int = 600
+    poll_interval_seconds: float = 1.0
+    heartbeat_interval_seconds: float = 2.0
+    # Per API call, so a hung connection cannot outlive the activity's heartbeat timeout.
+    request_timeout_seconds: float = 10.0
+    cluster_domain: str = "cluster.local"
+
+
+class KubernetesDeployRequest(DeployRequest):
+    """A DeployRequest plus what only a cluster needs. Rendering it is deterministic, so the same
+    request applied again (a rollback) produces the same pod template and ReplicaSet."""
+
+    replicas: int = Field(default=1, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    # A TCP readiness probe on the container port: "ready" then means "accepts connections".
+    readiness_probe: bool = True
+
+
+class KubernetesApplyResult(BaseModel):
+    deployment: DeploymentInfo
+    namespace: str
+    deployment_name: str
+    service_name: str
+    # metadata.generation the apply produced: the rollout is done only once the controller has
+    # observed at least this generation.
+    generation: int | None
+    template_hash: str
+    replicas: int
+
+
+class RolloutWaitRequest(BaseModel):
+    resource_id: str
+    min_generation: int | None = None
+    timeout_seconds: float = 300.0
+
+
+class PodState(BaseModel):
+    """One pod as a person would describe it: which container is in which state and why."""
+
+    name: str
+    phase: str | None = None
+    state: str  # Ready, Running, ContainerCreating, CrashLoopBackOff, ImagePullBackOff, Unschedulable...
+    container: str | None = None
+    ready: bool = False
+    restart_count: int = 0
+    message: str = ""
+    last_exit_code: int | None = None
+    last_termination_reason: str | None = None
+    last_termination_message: str | None = None
+
+    def describe(self) -> str:
+        where = f"pod {self.name}" + (f" container {self.container}" if self.container else "")
+        text = f"{where}: {self.state}"
+        if self.restart_count:
+            text += f" after {self.restart_count} restarts"
+        if self.last_exit_code is not None:
+            text += f" (last exit code {self.last_exit_code})"
+        detail = self.last_termination_message or self.message
+        return f"{text}: {detail}" if detail else text
+
+
+class RolloutStatus(BaseModel):
+    """A Deployment's rollout as read from the API, with the rule applied (kubectl's rollout status):
+    complete only when the controller observed the current generation and every count matches."""
+
+    resource_id: str
+    deployment_name: str
+    generation: int | None
+    observed_generation: int | None
+    desired_replicas: int
+    replicas: int = 0
+    updated_replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    complete: bool = False
+    waiting_for: str = ""
+    pods: list[PodState] = Field(default_factory=list)
+    elapsed_seconds: float = 0.0
+
+
+class KubernetesScaleRequest(BaseModel):
+    resource_id: str
+    replicas: int = Field(ge=0)
+
+
+class KubernetesScaleResult(BaseModel):
+    resource_id: str
+    deployment_name: str
+    previous_replicas: int
+    replicas: int
+    generation: int | None
+
+
+class KubernetesRollbackRequest(BaseModel):
+    """Re-apply the last request whose rollout completed; the caller keeps it (the workflow)."""
+
+    last_good: KubernetesDeployRequest
+    reason: str = ""
