@@ -1,0 +1,1 @@
+"""Benchmarks: how much the lifecycle machinery (recording, search attributes) costs over bare Temporal."""
