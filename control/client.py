@@ -9,12 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 
 from control.sources import directory_version, mcp_source, resource_id_from
-from state.machines import ResourceType
+from state.commands import (
+    COMMAND_NAMES,
+    ApprovalDecision,
+    CommandResult,
+    ManualTransition,
+    OperatorCommand,
+    RequirementStatus,
+    RequirementUpdate,
+)
+from state.machines import ResourceState, ResourceType
 from state.models import (
     CommandRequest,
     LifecyclePolicy,
@@ -29,7 +39,11 @@ from state.settings import RsmSettings
 from workflows.mcp_lifecycle import McpLifecycleWorkflow
 from workflows.search_attributes import OWNER_TEAM, RESOURCE_STATE, RESOURCE_TYPE
 
-COMMANDS = ("retry", "deactivate", "activate", "archive")
+COMMANDS = COMMAND_NAMES
+
+
+class CommandRefused(Exception):
+    """The lifecycle refused a command, an approval or a transition; the message says why."""
 
 
 class LifecycleClient:
@@ -101,9 +115,107 @@ class LifecycleClient:
     async def command(
         self, handle: WorkflowHandle[Any, Any], command: str, actor: str, reason: str = ""
     ) -> None:
+        """Fire-and-forget: the signal form (what `temporal workflow signal` sends too)."""
         if command not in COMMANDS:
             raise ValueError(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
-        await handle.signal(command, CommandRequest(actor=actor, reason=reason))
+        if command in {"redeploy", "scale"}:
+            await handle.signal(
+                command,
+                OperatorCommand.model_validate(
+                    {"command": command, "actor": actor, "reason": reason}
+                ),
+            )
+        else:
+            await handle.signal(command, CommandRequest(actor=actor, reason=reason))
+
+    async def _update(
+        self, handle: WorkflowHandle[Any, Any], name: str, args: list[Any]
+    ) -> CommandResult:
+        try:
+            return await handle.execute_update(name, args=args, result_type=CommandResult)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            raise CommandRefused(message) from None
+
+    async def approve(
+        self, resource_type: ResourceType | str, resource_id: str, approver: str, reason: str = ""
+    ) -> CommandResult:
+        """Approve now: refused at once for self-approval, an approver the policy does not allow,
+        or when nothing awaits approval."""
+        decision = ApprovalDecision(approver=approver, reason=reason)
+        return await self._update(
+            self.handle(resource_type, resource_id), "decide", [decision, True]
+        )
+
+    async def reject(
+        self, resource_type: ResourceType | str, resource_id: str, approver: str, reason: str = ""
+    ) -> CommandResult:
+        decision = ApprovalDecision(approver=approver, reason=reason)
+        return await self._update(
+            self.handle(resource_type, resource_id), "decide", [decision, False]
+        )
+
+    async def update_requirement(
+        self,
+        resource_type: ResourceType | str,
+        resource_id: str,
+        name: str,
+        status: RequirementStatus,
+        actor: str,
+        reason: str = "",
+        requirement_type: str = "other",
+    ) -> None:
+        update = RequirementUpdate.model_validate(
+            {
+                "name": name,
+                "status": status,
+                "actor": actor,
+                "reason": reason,
+                "requirement_type": requirement_type,
+            }
+        )
+        await self.handle(resource_type, resource_id).signal("requirement_updated", update)
+
+    async def run_command(
+        self,
+        resource_type: ResourceType | str,
+        resource_id: str,
+        command: str,
+        actor: str,
+        reason: str = "",
+        **args: Any,
+    ) -> CommandResult:
+        """A command with an answer: refused at once when it is illegal in the current state."""
+        if command not in COMMANDS:
+            raise CommandRefused(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
+        if command == "redeploy" and "path" in args:
+            source = mcp_source(Path(args.pop("path")))
+            args.update(context_path=str(source), version=directory_version(source))
+        request = OperatorCommand.model_validate(
+            {"command": command, "actor": actor, "reason": reason, **args}
+        )
+        result = await self._update(self.handle(resource_type, resource_id), "command", [request])
+        if not result.accepted:
+            raise CommandRefused(result.message)
+        return result
+
+    async def transition(
+        self,
+        resource_type: ResourceType | str,
+        resource_id: str,
+        to_state: ResourceState | str,
+        actor: str,
+        reason: str,
+    ) -> CommandResult:
+        """A manual transition, checked against the resource's machine."""
+        request = ManualTransition(to_state=ResourceState(to_state), actor=actor, reason=reason)
+        result = await self._update(
+            self.handle(resource_type, resource_id), "transition", [request]
+        )
+        if not result.accepted:
+            raise CommandRefused(result.message)
+        return result
 
     async def progress(self, handle: WorkflowHandle[Any, Any]) -> dict[str, Any] | None:
         """The latest heartbeat of the step in flight (a build's current Dockerfile step)."""

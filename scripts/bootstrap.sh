@@ -18,6 +18,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v runuser >/dev/null || need+=(util-linux)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   log "apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -64,5 +65,12 @@ if [ ! -f "$mcp_site/.complete" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --target "$mcp_site" 'mcp>=1.27,<2' \
     2> >(grep -v 'is ignored: it is neither' >&2)
   touch "$mcp_site/.complete"
+fi
+# 4. The project image's wheelhouse: its docker build runs with no network (Dockerfile,
+#    docker-compose.yml).
+if [ ! -f build/wheelhouse/.complete ] || [ pyproject.toml -nt build/wheelhouse/.complete ]; then
+  log "project image wheelhouse"
+  bash scripts/build_project_image.sh --wheelhouse-only
+  touch build/wheelhouse/.complete
 fi
 log "ready"

@@ -42,8 +42,17 @@ class ResourceState(StrEnum):
 S = ResourceState
 
 # States a resource rests in until a person or an event moves it; each may be archived.
+# `available` rests at the approval/requirements gate of an MCP server, so it may be archived too.
 SETTLED_STATES: frozenset[ResourceState] = frozenset(
-    {S.REGISTERED, S.ACTIVE, S.INACTIVE, S.FAILED, S.FAILED_VALIDATION, S.AWAITING_DEPENDENCIES}
+    {
+        S.REGISTERED,
+        S.ACTIVE,
+        S.INACTIVE,
+        S.FAILED,
+        S.FAILED_VALIDATION,
+        S.AWAITING_DEPENDENCIES,
+        S.AVAILABLE,
+    }
 )
 FAILURE_STATES: frozenset[ResourceState] = frozenset({S.FAILED, S.FAILED_VALIDATION})
 

@@ -7,7 +7,7 @@ Every workflow and activity takes exactly one of these models, so fields can be 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,8 +29,27 @@ def workflow_id_for(resource_type: ResourceType | str, resource_id: str) -> str:
     return f"resource/{ResourceType(resource_type).value}/{resource_id}"
 
 
+RequirementType = Literal["credential", "approval", "dependency", "other"]
+RequirementStatus = Literal["pending", "satisfied", "failed", "waived"]
+
+
+class ApprovalPolicy(BaseModel):
+    required: bool = False
+    # Empty: anyone but the registrant may approve.
+    approvers: list[str] = Field(default_factory=list)
+    # Counted from the moment the resource reaches the gate; None waits for ever.
+    deadline: timedelta | None = None
+    on_deadline: Literal["fail", "approve"] = "fail"
+
+
+class RequirementSpec(BaseModel):
+    name: str = Field(min_length=1)
+    requirement_type: RequirementType = "other"
+    details: dict[str, str] = Field(default_factory=dict)
+
+
 class LifecyclePolicy(BaseModel):
-    """How a lifecycle may proceed; the gates issue extends it (approval, deadlines)."""
+    """How a lifecycle may proceed: who registered it, what it must wait for, how long steps take."""
 
     actor: str = "system"
     build_timeout: timedelta = timedelta(minutes=30)
@@ -39,6 +58,8 @@ class LifecyclePolicy(BaseModel):
     # How long a build or rollout may go without a heartbeat before Temporal retries it elsewhere
     # (a worker that died mid-build is noticed after this long).
     step_heartbeat_timeout: timedelta = timedelta(seconds=30)
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    requirements: list[RequirementSpec] = Field(default_factory=list)
 
 
 class McpServerSpec(BaseModel):
@@ -61,6 +82,9 @@ class McpLifecycleInput(BaseModel):
     transition_seq: int = 0
     resume_state: ResourceState | None = None
     deployment: DeploymentInfo | None = None
+    last_good: DeploymentInfo | None = None
+    bad_versions: list[str] = Field(default_factory=list)
+    requirement_statuses: dict[str, RequirementStatus] = Field(default_factory=dict)
 
 
 class RegisterResourceRequest(BaseModel):
@@ -195,6 +219,12 @@ class LifecycleStatus(BaseModel):
     blocked_on: list[str] = Field(default_factory=list)
     failure_reason: str | None = None
     deployment: DeploymentInfo | None = None
+    version: str | None = None
+    last_good_version: str | None = None
+    bad_versions: list[str] = Field(default_factory=list)
+    approved_by: str | None = None
+    # Messages refused because they arrived as signals (which cannot answer), newest last.
+    refusals: list[str] = Field(default_factory=list)
 
 
 class LifecycleResult(BaseModel):

@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from state.commands import RequirementRecord
 from state.errors import (
     IllegalTransitionError,
     SchemaDriftError,
@@ -24,6 +25,7 @@ from state.errors import (
 )
 from state.models import (
     RegisterResourceRequest,
+    ResourceRef,
     ResourceRow,
     TransitionRecord,
     TransitionRequest,
@@ -225,6 +227,77 @@ class PostgresStore:
             )
             for r in rows
         ]
+
+    async def upsert_requirement(self, record: RequirementRecord) -> RequirementRecord:
+        rows = await self._fetch(
+            """
+            insert into public.deployment_requirements as q
+                (resource_id, requirement_type, name, status, details)
+            values (%(rid)s, %(type)s, %(name)s, %(status)s, %(details)s)
+            on conflict (resource_id, requirement_type, name) do update
+                set status = excluded.status,
+                    details = q.details || excluded.details,
+                    updated_at = now()
+            returning resource_id, name, requirement_type, status, details
+            """,
+            {
+                "rid": record.resource_id,
+                "type": record.requirement_type,
+                "name": record.name,
+                "status": record.status,
+                "details": Jsonb(record.details),
+            },
+        )
+        return RequirementRecord.model_validate(rows[0])
+
+    async def list_requirements(self, resource_id: str) -> list[RequirementRecord]:
+        rows = await self._fetch(
+            "select resource_id, name, requirement_type, status, details"
+            " from public.deployment_requirements where resource_id = %(id)s order by name",
+            {"id": resource_id},
+        )
+        return [RequirementRecord.model_validate(r) for r in rows]
+
+    async def set_dependencies(self, ref: ResourceRef, depends_on: list[ResourceRef]) -> None:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "delete from public.resource_dependencies where resource_id = %s",
+                    (ref.resource_id,),
+                )
+                for dep in depends_on:
+                    await conn.execute(
+                        "insert into public.resource_dependencies"
+                        " (resource_id, depends_on_type, depends_on_id) values (%s, %s, %s)",
+                        (ref.resource_id, dep.resource_type.value, dep.resource_id),
+                    )
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    async def list_dependents(
+        self, ref: ResourceRef, state: str | None = None
+    ) -> list[ResourceRef]:
+        rows = await self._fetch(
+            """
+            select r.resource_type, r.resource_id
+            from public.resource_dependencies d
+            join public.resource_states r on r.resource_id = d.resource_id
+            where d.depends_on_type = %(type)s and d.depends_on_id = %(id)s
+              and (%(state)s::text is null or r.current_state = %(state)s)
+              and r.current_state <> 'archived'
+            order by r.resource_id
+            """,
+            {"type": ref.resource_type.value, "id": ref.resource_id, "state": state},
+        )
+        return [ResourceRef.model_validate(r) for r in rows]
+
+    async def current_states(self, refs: list[ResourceRef]) -> dict[str, str]:
+        rows = await self._fetch(
+            "select resource_id, current_state from public.resource_states"
+            " where resource_id = any(%(ids)s)",
+            {"ids": [r.resource_id for r in refs]},
+        )
+        return {r["resource_id"]: r["current_state"] for r in rows}
 
     async def mcp_status(self, resource_id: str) -> dict[str, Any] | None:
         rows = await self._fetch(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,18 @@ class RsmSettings(BaseSettings):
     # The base image the example MCP Dockerfile builds FROM; the dev stack builds a local one because
     # no registry is reachable here. Unset, each Dockerfile's own default (a public image) is used.
     mcp_base_image: str | None = None
+    # Supabase's own variable names, so a project's .env works unchanged. Both set: the store is
+    # SupabaseStore over PostgREST (state/store_factory.py); otherwise Postgres at RSM_DATABASE_URL.
+    supabase_url: str | None = Field(default=None, validation_alias="SUPABASE_URL")
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None, validation_alias="SUPABASE_SERVICE_ROLE_KEY"
+    )
+    # Deploy targets: the local Docker runtime by default; Kubernetes activities are registered on
+    # a worker only when enabled (a kubeconfig, $KUBECONFIG, ~/.kube/config or in-cluster).
+    default_runtime: Literal["docker", "kubernetes"] = "docker"
+    kubernetes_enabled: bool = False
+    kubeconfig: Path | None = None
+    kubernetes_namespace: str = "rsm"
     docker_host: str | None = None
     # Off: a Dockerfile whose base image is not local fails at once, by name (no registry here).
     docker_allow_pull: bool = False

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from state.commands import RequirementRecord
 from state.models import (
     RegisterResourceRequest,
+    ResourceRef,
     ResourceRow,
     TransitionRecord,
     TransitionRequest,
@@ -34,5 +36,21 @@ class StateStore(Protocol):
     async def list_transitions(
         self, resource_id: str, limit: int = 200
     ) -> list[TransitionRecord]: ...
+
+    async def upsert_requirement(self, record: RequirementRecord) -> RequirementRecord: ...
+
+    async def list_requirements(self, resource_id: str) -> list[RequirementRecord]: ...
+
+    async def set_dependencies(self, ref: ResourceRef, depends_on: list[ResourceRef]) -> None:
+        """Replace what `ref` depends on."""
+        ...
+
+    async def list_dependents(
+        self, ref: ResourceRef, state: str | None = None
+    ) -> list[ResourceRef]:
+        """Resources (not archived) that depend on `ref`, optionally only those in `state`."""
+        ...
+
+    async def current_states(self, refs: list[ResourceRef]) -> dict[str, str]: ...
 
     async def close(self) -> None: ...

@@ -7,6 +7,7 @@ builds run here.
 from __future__ import annotations
 
 import asyncio
+import os
 import concurrent.futures
 import logging
 from collections.abc import Sequence
@@ -20,11 +21,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.docker_build import DockerImageBuilder
 from activities.docker_runtime import LocalDockerRuntime
+from activities.gates import GateActivities
+from activities.kubernetes_runtime import KubernetesRuntime
 from activities.mcp_health import McpHealthChecker
 from activities.transitions import TransitionRecorder
-from state.postgres import PostgresStore, apply_migrations
+from state.postgres import apply_migrations
+from state.runtime_models import KubernetesRuntimeConfig
 from state.settings import RsmSettings
 from state.store import StateStore
+from state.store_factory import store_from_settings, uses_supabase
 from workflows.mcp_lifecycle import McpLifecycleWorkflow
 
 log = logging.getLogger("rsm.worker")
@@ -45,16 +50,37 @@ class LifecycleActivities:
     builder: DockerImageBuilder
     runtime: LocalDockerRuntime
     health: McpHealthChecker
+    gates: GateActivities
+    kubernetes: KubernetesRuntime | None = None
 
     def all(self) -> list[object]:
-        return [
+        activities: list[object] = [
             self.recorder.register_resource,
             self.recorder.record_transition,
+            self.gates.record_requirement,
+            self.gates.link_dependencies,
+            self.gates.list_dependents,
             self.builder.build_image,
             self.runtime.deploy,
             self.runtime.stop_runtime,
             self.health.health_check,
         ]
+        if self.kubernetes is not None:
+            k = self.kubernetes
+            activities += [k.apply, k.wait_rollout, k.scale, k.deactivate, k.delete, k.rollback]
+        return activities
+
+
+def kubernetes_api_client(settings: RsmSettings) -> object:
+    from kubernetes import config as k8s_config
+    from kubernetes.client import ApiClient
+
+    if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        k8s_config.load_incluster_config()
+        return ApiClient()
+    return k8s_config.new_client_from_config(
+        config_file=str(settings.kubeconfig) if settings.kubeconfig else None
+    )
 
 
 def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivities:
@@ -69,6 +95,13 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
         ),
         runtime=LocalDockerRuntime(client),
         health=McpHealthChecker(),
+        gates=GateActivities(store),
+        kubernetes=KubernetesRuntime(
+            kubernetes_api_client(settings),  # type: ignore[arg-type]
+            KubernetesRuntimeConfig(namespace=settings.kubernetes_namespace),
+        )
+        if settings.kubernetes_enabled
+        else None,
     )
 
 
@@ -97,8 +130,10 @@ async def connect_client(settings: RsmSettings) -> Client:
 
 
 async def run_worker(settings: RsmSettings) -> None:
-    await apply_migrations(settings.database_url)
-    store = await PostgresStore.connect(settings.database_url)
+    # On Supabase the schema is applied with `supabase db push`; locally the worker migrates.
+    if not uses_supabase(settings):
+        await apply_migrations(settings.database_url)
+    store = await store_from_settings(settings)
     client = await connect_client(settings)
     worker = new_worker(client, settings.task_queue, real_activities(store, settings).all())
     log.info("worker on %s polling task queue %s", settings.temporal_address, settings.task_queue)

@@ -15,6 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from state.commands import DependencyChange, DependentsQuery
     from state.errors import FailureType
     from state.machines import ResourceState, machine_for
     from state.models import (
@@ -40,6 +41,8 @@ RECENT_TRANSITIONS = 50
 # Steps the lifecycle takes by itself are recorded under this actor; a person's name appears on the
 # rows they caused (registration, approvals, commands).
 SYSTEM_ACTOR = "rsm"
+# Patch ids (workflow.patched): each guards one behaviour added after histories were saved.
+PATCH_NOTIFY_DEPENDENTS = "notify-dependents-on-active-change"
 
 
 class Lifecycle:
@@ -138,6 +141,29 @@ class Lifecycle:
             )
         )
         del self.recent[:-RECENT_TRANSITIONS]
-        self.state = to_state
+        previous, self.state = self.state, to_state
         self.upsert_search_attributes()
+        if (previous is ResourceState.ACTIVE) != (to_state is ResourceState.ACTIVE):
+            await self.notify_dependents()
         return record
+
+    async def list_dependents(self, only_state: ResourceState | None = None) -> list[ResourceRef]:
+        return await workflow.execute_activity(
+            "list_dependents",
+            DependentsQuery(ref=self.ref, only_state=only_state.value if only_state else None),
+            result_type=list[ResourceRef],
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
+
+    async def notify_dependents(self) -> None:
+        """A resource entering or leaving `active` tells the resources that depend on it."""
+        if not workflow.patched(PATCH_NOTIFY_DEPENDENTS):
+            return
+        change = DependencyChange(ref=self.ref, state=self.state)
+        for dependent in await self.list_dependents():
+            handle = workflow.get_external_workflow_handle(dependent.workflow_id)
+            try:
+                await handle.signal("dependency_changed", change)
+            except Exception as err:  # the dependent's lifecycle ended or never started
+                workflow.logger.warning("could not tell %s: %s", dependent.workflow_id, err)

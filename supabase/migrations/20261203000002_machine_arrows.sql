@@ -26,6 +26,7 @@ insert into public.state_machine_arrows (resource_type, machine_version, from_st
   ('mcp_server', 1, 'active', 'failed'),
   ('mcp_server', 1, 'active', 'inactive'),
   ('mcp_server', 1, 'available', 'active'),
+  ('mcp_server', 1, 'available', 'archived'),
   ('mcp_server', 1, 'available', 'failed'),
   ('mcp_server', 1, 'available', 'inactive'),
   ('mcp_server', 1, 'building', 'built'),

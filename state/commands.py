@@ -1,0 +1,82 @@
+"""Payloads of the messages people and other resources send to a lifecycle: approvals,
+requirement updates, dependency changes, operator commands, manual transitions, and the policy that
+decides what a resource must wait for before it may become active."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from state.machines import ResourceState
+from state.models import (  # noqa: F401  (re-exported: the policy's parts live with the policy)
+    ApprovalPolicy,
+    RequirementSpec,
+    RequirementStatus,
+    RequirementType,
+    ResourceRef,
+)
+
+CommandName = Literal["retry", "deactivate", "activate", "redeploy", "scale", "archive"]
+COMMAND_NAMES: tuple[str, ...] = ("retry", "deactivate", "activate", "redeploy", "scale", "archive")
+
+
+class ApprovalDecision(BaseModel):
+    approver: str = Field(min_length=1)
+    reason: str = ""
+
+
+class RequirementUpdate(BaseModel):
+    name: str = Field(min_length=1)
+    status: RequirementStatus
+    requirement_type: RequirementType = "other"
+    actor: str = "operator"
+    reason: str = ""
+
+
+class DependencyChange(BaseModel):
+    ref: ResourceRef
+    state: ResourceState
+
+
+class OperatorCommand(BaseModel):
+    command: CommandName
+    actor: str = Field(default="operator", min_length=1)
+    reason: str = ""
+    # redeploy: the new source (a directory for MCP servers and teams) and its version.
+    context_path: str | None = None
+    version: str | None = None
+    # scale: the new replica count.
+    replicas: int | None = Field(default=None, ge=0, le=100)
+
+
+class ManualTransition(BaseModel):
+    to_state: ResourceState
+    actor: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+
+class CommandResult(BaseModel):
+    accepted: bool
+    state: ResourceState
+    message: str = ""
+
+
+class RequirementRecord(BaseModel):
+    """A requirement as the store keeps it (`deployment_requirements`)."""
+
+    resource_id: str
+    name: str
+    requirement_type: RequirementType
+    status: RequirementStatus
+    details: dict[str, str] = Field(default_factory=dict)
+
+
+class DependencyLinks(BaseModel):
+    ref: ResourceRef
+    depends_on: list[ResourceRef] = Field(default_factory=list)
+
+
+class DependentsQuery(BaseModel):
+    ref: ResourceRef
+    only_state: str | None = None
