@@ -18,11 +18,18 @@ import typer
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
-from control.client import COMMANDS, LifecycleClient
+from control.client import LifecycleClient
 from control.sources import SourceError
 from state.errors import StoreError
 from state.machines import ResourceState, ResourceType
-from state.models import LifecycleStatus, TransitionView, workflow_id_for
+from state.models import (
+    ApprovalPolicy,
+    LifecyclePolicy,
+    LifecycleStatus,
+    RequirementSpec,
+    TransitionView,
+    workflow_id_for,
+)
 from state.postgres import PostgresStore, apply_migrations
 from state.settings import RsmSettings
 
@@ -119,6 +126,29 @@ def _progress_line(progress: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _policy(
+    require_approval: bool, approvers: list[str], requirements: list[str]
+) -> LifecyclePolicy:
+    specs = []
+    for item in requirements:
+        kind, sep, name = item.partition(":")
+        if not sep:
+            kind, name = "other", item
+        if kind not in {"credential", "approval", "dependency", "other"} or not name:
+            typer.secho(
+                f"error: --requirement {item!r}: use TYPE:NAME with TYPE credential, "
+                "approval, dependency or other",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(EXIT_FAILED)
+        specs.append(RequirementSpec.model_validate({"name": name, "requirement_type": kind}))
+    return LifecyclePolicy(
+        approval=ApprovalPolicy(required=require_approval or bool(approvers), approvers=approvers),
+        requirements=specs,
+    )
+
+
 @register_app.command("mcp")
 def register_mcp(
     path: Path = typer.Argument(..., help="Directory with a Dockerfile and an MCP server."),
@@ -129,13 +159,27 @@ def register_mcp(
     actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),
     wait: bool = typer.Option(False, "--wait", help="Follow the lifecycle until it settles."),
     timeout: float = typer.Option(900, "--timeout", help="Seconds to wait with --wait."),
+    require_approval: bool = typer.Option(
+        False, "--require-approval", help="Gate `active` on an approval."
+    ),
+    approvers: list[str] = typer.Option(
+        [], "--approver", help="Who may approve (repeat); default anyone but you."
+    ),
+    requirements: list[str] = typer.Option(
+        [],
+        "--requirement",
+        help="TYPE:NAME that must be satisfied (repeat), e.g. credential:slack-token.",
+    ),
 ) -> None:
     """Register an MCP server directory and start its lifecycle."""
     settings = RsmSettings()
+    policy = _policy(require_approval, approvers, requirements)
 
     async def main() -> int:
         lc = await LifecycleClient.connect(settings)
-        handle = await lc.register_mcp(path, resource_id=resource_id, owner_team=owner, actor=actor)
+        handle = await lc.register_mcp(
+            path, resource_id=resource_id, owner_team=owner, actor=actor, policy=policy
+        )
         typer.echo(f"registered {handle.id}")
         typer.echo(f"  Temporal UI: {lc.ui_link(handle.id)}")
         if not wait:
@@ -262,31 +306,6 @@ def history(
             return 0
         finally:
             await store.close()
-
-    raise typer.Exit(_run(main()))
-
-
-@app.command()
-def command(
-    resource_id: str = typer.Argument(..., help="Resource id."),
-    name: str = typer.Argument(..., help=f"One of: {', '.join(COMMANDS)}."),
-    resource_type: ResourceType = typer.Option(ResourceType.MCP_SERVER, "--type"),
-    actor: str = typer.Option("cli", "--actor"),
-    reason: str = typer.Option("", "--reason"),
-) -> None:
-    """Send an operator command (a signal) to a resource's lifecycle."""
-    settings = RsmSettings()
-
-    async def main() -> int:
-        lc = await LifecycleClient.connect(settings)
-        handle = lc.handle(resource_type, resource_id)
-        try:
-            await lc.command(handle, name, actor, reason)
-        except ValueError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            return EXIT_FAILED
-        typer.echo(f"sent {name} to {handle.id}\n  Temporal UI: {lc.ui_link(handle.id)}")
-        return 0
 
     raise typer.Exit(_run(main()))
 

@@ -73,6 +73,11 @@ class PostgresStore:
             ) from exc
         return cls(pool)
 
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """For read-only query modules (state/queries.py) that share the connections."""
+        return self._pool
+
     async def close(self) -> None:
         await self._pool.close()
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import typer
 
+from control import cli_ops  # noqa: F401  (registers its commands on app)
 from control.cli import app
 from state.settings import RsmSettings
 from workers.devstack import DevStack

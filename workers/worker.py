@@ -7,11 +7,12 @@ builds run here.
 from __future__ import annotations
 
 import asyncio
-import os
 import concurrent.futures
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import docker
 from temporalio.client import Client
@@ -118,6 +119,10 @@ def new_worker(
         activities=list(activities),  # type: ignore[arg-type]
         workflow_runner=sandbox_runner(),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        # Heartbeats carry build progress (the Dockerfile step) to `rsm register --wait`; the
+        # default throttle (80% of the heartbeat timeout) would show a new step every ~24 s.
+        max_heartbeat_throttle_interval=timedelta(seconds=2),
+        default_heartbeat_throttle_interval=timedelta(seconds=2),
     )
 
 

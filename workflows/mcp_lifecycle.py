@@ -317,6 +317,8 @@ class McpLifecycleWorkflow:
                 if not self._commands and not self._outbox:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(self._carry_over())
+        # An update that archived the resource is still waiting for its answer: let it finish.
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return LifecycleResult(
             ref=input.ref, final_state=self._life.state, transitions=self._life.seq
         )
@@ -657,9 +659,13 @@ class McpLifecycleWorkflow:
                 queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
                 self._refuse(f"archive from {command.actor}: {why}")
                 return
-        queued.outcome = CommandResult(
-            accepted=True, state=self._life.state, message=f"{command.command} started"
-        )
+        # Long commands answer as they start; quick ones once their transition is recorded, so the
+        # caller can read the result the moment the update returns.
+        long_running = command.command in {"activate", "redeploy"}
+        if long_running:
+            queued.outcome = CommandResult(
+                accepted=True, state=self._life.state, message=f"{command.command} started"
+            )
         reason = command.reason
         actor = command.actor
         if command.command == "retry":
@@ -695,6 +701,10 @@ class McpLifecycleWorkflow:
                 # failed -> building and active -> building are arrows of their own; from active the
                 # running version keeps serving until the new one is deployed.
                 await self._provision(actor, reason or f"redeploy of version {command.version}")
+        if not long_running:
+            queued.outcome = CommandResult(
+                accepted=True, state=self._life.state, message=f"{command.command} done"
+            )
 
     async def _manual_transition(self, queued: _Command, request: ManualTransition) -> None:
         if not self._life.can_move(request.to_state):

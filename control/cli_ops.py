@@ -1,0 +1,293 @@
+"""`rsm` commands for operators and pipelines: approve, reject, satisfy, command, transition, ls,
+overview, awaiting, wait. Reads come from the database; every write names its actor and goes
+through the resource's workflow, which answers at once (Temporal updates) with a yes or a reason.
+
+Exit codes a pipeline can rely on: 0 done, 1 refused or failed (the reason on stderr), 2 timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import typer
+
+from control.cli import EXIT_FAILED, EXIT_TIMEOUT, _run, _store, app
+from control.client import COMMANDS, CommandRefused, LifecycleClient
+from state.commands import CommandResult
+from state.machines import FAILURE_STATES, ResourceState, ResourceType
+from state.models import ResourceRow
+from state.postgres import PostgresStore
+from state.queries import ResourceFilter, awaiting_action, list_resources, overview
+from state.settings import RsmSettings
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+async def _resource(store: PostgresStore, resource_id: str) -> ResourceRow:
+    row = await store.get_resource(resource_id)
+    if row is None:
+        typer.secho(f"error: no resource {resource_id!r}", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    return row
+
+
+def _act(
+    resource_id: str,
+    action: Callable[[LifecycleClient, ResourceRow], Awaitable[CommandResult | None]],
+    done: str,
+) -> None:
+    """Look the resource up, run a write through its workflow, report the answer."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        store = await _store(settings)
+        try:
+            row = await _resource(store, resource_id)
+        finally:
+            await store.close()
+        lc = await LifecycleClient.connect(settings)
+        try:
+            result = await action(lc, row)
+        except CommandRefused as refused:
+            typer.secho(f"refused: {refused}", fg="red", err=True)
+            return EXIT_FAILED
+        message = result.message if result else done
+        typer.echo(f"{resource_id}: {message}")
+        typer.echo(f"  Temporal UI: {lc.ui_link(row.workflow_id or '')}")
+        return 0
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command()
+def approve(
+    resource_id: str,
+    approver: str = typer.Option(..., "--as", help="Who approves (recorded as the actor)."),
+    reason: str = typer.Option("", "--reason"),
+) -> None:
+    """Approve a resource waiting at its approval gate (refused for its registrant)."""
+    _act(
+        resource_id,
+        lambda lc, r: lc.approve(r.resource_type, r.resource_id, approver, reason),
+        "approved",
+    )
+
+
+@app.command()
+def reject(
+    resource_id: str,
+    approver: str = typer.Option(..., "--as", help="Who rejects (recorded as the actor)."),
+    reason: str = typer.Option(..., "--reason"),
+) -> None:
+    """Reject a resource waiting at its approval gate: it fails, naming you and your reason."""
+    _act(
+        resource_id,
+        lambda lc, r: lc.reject(r.resource_type, r.resource_id, approver, reason),
+        "rejected",
+    )
+
+
+@app.command()
+def satisfy(
+    resource_id: str,
+    requirement: str = typer.Argument(..., help="The requirement's name."),
+    status: str = typer.Option(
+        "satisfied", "--status", help="satisfied, failed, waived or pending."
+    ),
+    actor: str = typer.Option("cli", "--actor"),
+    reason: str = typer.Option("", "--reason"),
+) -> None:
+    """Update a deployment requirement (a credential provided, a review waived...)."""
+    if status not in {"satisfied", "failed", "waived", "pending"}:
+        typer.secho(f"error: unknown status {status!r}", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    _act(
+        resource_id,
+        lambda lc, r: lc.update_requirement(
+            r.resource_type,
+            r.resource_id,
+            requirement,
+            status,  # type: ignore[arg-type]
+            actor,
+            reason,
+        ),
+        f"requirement {requirement} {status}",
+    )
+
+
+@app.command()
+def command(
+    resource_id: str = typer.Argument(..., help="Resource id."),
+    name: str = typer.Argument(..., help=f"One of: {', '.join(COMMANDS)}."),
+    actor: str = typer.Option("cli", "--actor"),
+    reason: str = typer.Option("", "--reason"),
+    path: str | None = typer.Option(None, "--path", help="redeploy: the new source directory."),
+    replicas: int | None = typer.Option(None, "--replicas", help="scale: the new replica count."),
+) -> None:
+    """Run an operator command; refused at once (exit 1) when illegal in the current state."""
+    if name not in COMMANDS:
+        typer.secho(
+            f"error: unknown command {name!r}; one of {', '.join(COMMANDS)}", fg="red", err=True
+        )
+        raise typer.Exit(EXIT_FAILED)
+    args: dict[str, Any] = {}
+    if path is not None:
+        args["path"] = path
+    if replicas is not None:
+        args["replicas"] = replicas
+    _act(
+        resource_id,
+        lambda lc, r: lc.run_command(r.resource_type, r.resource_id, name, actor, reason, **args),
+        name,
+    )
+
+
+@app.command()
+def transition(
+    resource_id: str,
+    to_state: ResourceState = typer.Argument(..., help="The state to move to."),
+    actor: str = typer.Option(..., "--actor"),
+    reason: str = typer.Option(..., "--reason"),
+) -> None:
+    """A manual transition with a reason, checked against the resource's state machine."""
+    _act(
+        resource_id,
+        lambda lc, r: lc.transition(r.resource_type, r.resource_id, to_state, actor, reason),
+        "recorded",
+    )
+
+
+@app.command("ls")
+def list_command(
+    resource_type: ResourceType | None = typer.Option(None, "--type"),
+    state: ResourceState | None = typer.Option(None, "--state"),
+    owner: str | None = typer.Option(None, "--owner"),
+    search: str | None = typer.Option(None, "--search", help="Substring of the id or name."),
+    limit: int = typer.Option(100, "--limit"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List resources with filters."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        store = await _store(settings)
+        try:
+            flt = ResourceFilter(
+                resource_type=resource_type, state=state, owner_team=owner, search=search
+            )
+            page = await list_resources(store.pool, flt, limit=limit)
+        finally:
+            await store.close()
+        if as_json:
+            _echo_json([r.model_dump(mode="json") for r in page.items])
+            return 0
+        typer.echo(f"{'ID':<28} {'TYPE':<13} {'STATE':<22} {'OWNER':<12} UPDATED")
+        for r in page.items:
+            typer.echo(
+                f"{r.resource_id:<28} {r.resource_type.value:<13} {r.current_state.value:<22} "
+                f"{r.owner_team:<12} {r.updated_at:%Y-%m-%d %H:%M:%S}"
+            )
+        typer.echo(f"{len(page.items)} of {page.total}")
+        return 0
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command("overview")
+def overview_command(as_json: bool = typer.Option(False, "--json")) -> None:
+    """How many resources of each type are in each state."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        store = await _store(settings)
+        try:
+            counts = await overview(store.pool)
+        finally:
+            await store.close()
+        if as_json:
+            _echo_json([c.model_dump(mode="json") for c in counts])
+            return 0
+        for c in counts:
+            typer.echo(f"{c.resource_type.value:<14} {c.state.value:<22} {c.count}")
+        return 0
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command("awaiting")
+def awaiting_command(
+    resource_type: ResourceType | None = typer.Option(None, "--type"),
+    owner: str | None = typer.Option(None, "--owner"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Resources that wait on something (a requirement, an approval, a dependency) or failed."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        store = await _store(settings)
+        try:
+            rows = await awaiting_action(store.pool, resource_type=resource_type, owner_team=owner)
+        finally:
+            await store.close()
+        if as_json:
+            _echo_json([r.model_dump(mode="json") for r in rows])
+            return 0
+        for r in rows:
+            waits = ", ".join(r.waiting_on) or "-"
+            typer.echo(
+                f"{r.resource_id:<28} {r.resource_type.value:<13} {r.current_state.value:<22} {waits}"
+            )
+        return 0
+
+    raise typer.Exit(_run(main()))
+
+
+@app.command("wait")
+def wait_command(
+    resource_id: str,
+    state: ResourceState = typer.Option(
+        ResourceState.ACTIVE, "--state", help="The state to wait for."
+    ),
+    timeout: float = typer.Option(600, "--timeout", help="Seconds."),
+    interval: float = typer.Option(0.5, "--interval"),
+) -> None:
+    """Wait until a resource is in STATE: exit 0 when it is, 1 when it fails or is archived
+    first, 2 on timeout."""
+    settings = RsmSettings()
+
+    async def main() -> int:
+        store = await _store(settings)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                row = await _resource(store, resource_id)
+                if row.current_state is state:
+                    typer.echo(f"{resource_id} is {state.value}")
+                    return 0
+                ended = FAILURE_STATES | {ResourceState.ARCHIVED}
+                if row.current_state in ended and state not in ended:
+                    history = await store.list_transitions(resource_id, limit=1)
+                    why = history[-1].reason if history else ""
+                    typer.secho(
+                        f"{resource_id} is {row.current_state.value}: {why}", fg="red", err=True
+                    )
+                    return EXIT_FAILED
+                if loop.time() >= deadline:
+                    typer.secho(
+                        f"timed out after {timeout:.0f}s: {resource_id} is "
+                        f"{row.current_state.value}",
+                        fg="yellow",
+                        err=True,
+                    )
+                    return EXIT_TIMEOUT
+                await asyncio.sleep(interval)
+        finally:
+            await store.close()
+
+    raise typer.Exit(_run(main()))

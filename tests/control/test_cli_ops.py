@@ -1,0 +1,53 @@
+"""The operator commands of `rsm` as a pipeline uses them: exit codes, --json, refusals."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import EXAMPLES
+from tests.control.test_cli import Cli, rsm  # noqa: F401  (the fixture)
+from tests.helpers import unique_id
+
+
+async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli) -> None:  # noqa: F811
+    rid = unique_id("t-ops")
+    code, _, err = await rsm("register", "mcp", str(EXAMPLES / "mcp/toolbox"), "--id", rid,
+                             "--actor", "alice", "--approver", "dana",
+                             "--requirement", "credential:slack-token")
+    assert code == 0, err
+    code, out, err = await rsm("wait", rid, "--state", "available", "--timeout", "120")
+    assert code == 0, err
+
+    code, out, _ = await rsm("awaiting", "--json")
+    mine = [r for r in json.loads(out) if r["resource_id"] == rid]
+    assert [sorted(r["waiting_on"]) for r in mine] == [["approval:approval", "credential:slack-token"]]
+
+    code, _, err = await rsm("approve", rid, "--as", "alice")
+    assert code == 1 and "refused: alice registered this resource and may not approve it" in err
+    code, _, err = await rsm("approve", rid, "--as", "bob")
+    assert code == 1 and "bob may not approve this resource (approvers: dana)" in err
+    code, out, err = await rsm("approve", rid, "--as", "dana", "--reason", "reviewed")
+    assert code == 0, err
+    assert "approved by dana" in out
+
+    code, out, err = await rsm("wait", rid, "--state", "active", "--timeout", "2")
+    assert code == 2 and "timed out after 2s" in err  # the credential is still missing
+    code, out, err = await rsm("satisfy", rid, "slack-token", "--actor", "vault")
+    assert code == 0, err
+    code, out, err = await rsm("wait", rid, "--state", "active", "--timeout", "60")
+    assert code == 0, err
+
+    code, out, _ = await rsm("ls", "--state", "active", "--search", rid, "--json")
+    assert [r["resource_id"] for r in json.loads(out)] == [rid]
+    code, out, _ = await rsm("overview", "--json")
+    assert any(c["resource_type"] == "mcp_server" and c["state"] == "active" and c["count"] >= 1
+               for c in json.loads(out))
+
+    code, _, err = await rsm("command", rid, "retry")
+    assert code == 1 and "refused: retry needs a failed resource; this one is active" in err
+    code, _, err = await rsm("transition", rid, "built", "--actor", "ops", "--reason", "x")
+    assert code == 1 and "illegal transition active -> built for mcp_server" in err
+    code, out, err = await rsm("command", rid, "archive", "--actor", "ops", "--reason", "done")
+    assert code == 0, err
+    code, _, err = await rsm("wait", rid, "--state", "active", "--timeout", "30")
+    assert code == 1 and f"{rid} is archived: done" in err
