@@ -60,6 +60,8 @@ class LifecyclePolicy(BaseModel):
     step_heartbeat_timeout: timedelta = timedelta(seconds=30)
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     requirements: list[RequirementSpec] = Field(default_factory=list)
+    # How often a transition the database refused as schema drift is tried again.
+    schema_drift_retry: timedelta = timedelta(minutes=1)
 
 
 class McpServerSpec(BaseModel):
@@ -223,6 +225,8 @@ class LifecycleStatus(BaseModel):
     last_good_version: str | None = None
     bad_versions: list[str] = Field(default_factory=list)
     approved_by: str | None = None
+    # Set while the database refuses a transition as schema drift (a migration is missing).
+    schema_error: str | None = None
     # Messages refused because they arrived as signals (which cannot answer), newest last.
     refusals: list[str] = Field(default_factory=list)
 

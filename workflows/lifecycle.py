@@ -13,6 +13,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from state.commands import DependencyChange, DependentsQuery
@@ -43,11 +44,19 @@ RECENT_TRANSITIONS = 50
 SYSTEM_ACTOR = "rsm"
 # Patch ids (workflow.patched): each guards one behaviour added after histories were saved.
 PATCH_NOTIFY_DEPENDENTS = "notify-dependents-on-active-change"
+PATCH_WAIT_OUT_SCHEMA_DRIFT = "wait-out-schema-drift"
+SCHEMA_DRIFT_BLOCK = "schema-drift"
 
 
 class Lifecycle:
     def __init__(
-        self, ref: ResourceRef, owner_team: str, state: ResourceState, seq: int, registrant: str
+        self,
+        ref: ResourceRef,
+        owner_team: str,
+        state: ResourceState,
+        seq: int,
+        registrant: str,
+        drift_retry: timedelta = timedelta(minutes=1),
     ) -> None:
         self.ref = ref
         self.owner_team = owner_team
@@ -57,6 +66,9 @@ class Lifecycle:
         self.machine = machine_for(ref.resource_type)
         self.recent: list[TransitionView] = []
         self.blocked_on: list[str] = []
+        # Set while the database refuses a state it does not know (a missing migration).
+        self.schema_error: str | None = None
+        self.drift_retry = drift_retry
 
     def _key(self) -> str:
         info = workflow.info()
@@ -113,24 +125,19 @@ class Lifecycle:
                 f"{self.state} -> {to_state}"
             )
         info = workflow.info()
-        record = await workflow.execute_activity(
-            "record_transition",
-            TransitionRequest(
-                ref=self.ref,
-                from_state=self.state,
-                to_state=to_state,
-                actor=actor or SYSTEM_ACTOR,
-                reason=reason,
-                metadata=metadata or {},
-                idempotency_key=self._key(),
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                mcp_registry=mcp_registry,
-            ),
-            result_type=TransitionRecord,
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
+        request = TransitionRequest(
+            ref=self.ref,
+            from_state=self.state,
+            to_state=to_state,
+            actor=actor or SYSTEM_ACTOR,
+            reason=reason,
+            metadata=metadata or {},
+            idempotency_key=self._key(),
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            mcp_registry=mcp_registry,
         )
+        record = await self._record(request)
         self.recent.append(
             TransitionView(
                 from_state=self.state,
@@ -146,6 +153,43 @@ class Lifecycle:
         if (previous is ResourceState.ACTIVE) != (to_state is ResourceState.ACTIVE):
             await self.notify_dependents()
         return record
+
+    async def _record(self, request: TransitionRequest) -> TransitionRecord:
+        """Record through the store; when the database is older than this code (schema drift),
+        keep the transition (it is in this workflow's history and the worker's log), show
+        `schema-drift` in BlockedOn, and try again until the missing migration is applied."""
+        while True:
+            try:
+                return await workflow.execute_activity(
+                    "record_transition",
+                    request,
+                    result_type=TransitionRecord,
+                    start_to_close_timeout=STORE_TIMEOUT,
+                    retry_policy=STORE_RETRY,
+                )
+            except ActivityError as err:
+                cause = err.cause
+                drift = (
+                    isinstance(cause, ApplicationError) and cause.type == FailureType.SCHEMA_DRIFT
+                )
+                if not drift or not workflow.patched(PATCH_WAIT_OUT_SCHEMA_DRIFT):
+                    raise
+                workflow.logger.error(
+                    "cannot record %s -> %s (%s): %s; retrying in %s",
+                    request.from_state,
+                    request.to_state,
+                    request.reason,
+                    cause,
+                    self.drift_retry,
+                )
+                self.schema_error = str(
+                    cause.message if isinstance(cause, ApplicationError) else cause
+                )
+                blocked, self.blocked_on = self.blocked_on, [SCHEMA_DRIFT_BLOCK]
+                self.upsert_search_attributes()
+                await workflow.sleep(self.drift_retry)
+                self.blocked_on = blocked
+                self.schema_error = None
 
     async def list_dependents(self, only_state: ResourceState | None = None) -> list[ResourceRef]:
         return await workflow.execute_activity(

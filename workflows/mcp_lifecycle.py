@@ -114,6 +114,7 @@ class McpLifecycleWorkflow:
             state=input.resume_state or S.CREATED,
             seq=input.transition_seq,
             registrant=input.policy.actor,
+            drift_retry=input.policy.schema_drift_retry,
         )
         self._gates = Gates(
             input.policy.approval, input.policy.actor, input.policy.requirements, []
@@ -136,7 +137,10 @@ class McpLifecycleWorkflow:
         return LifecycleStatus(
             ref=self._input.ref,
             state=self._life.state,
-            blocked_on=self._gates.blocked_on(),
+            blocked_on=self._life.blocked_on
+            if self._life.schema_error
+            else self._gates.blocked_on(),
+            schema_error=self._life.schema_error,
             failure_reason=self._failure_reason,
             deployment=self._deployment,
             version=self._spec.version,
