@@ -158,6 +158,13 @@ def render(req: KubernetesDeployRequest, config: KubernetesRuntimeConfig) -> Man
 
 
 def service_endpoint(req: KubernetesDeployRequest, config: KubernetesRuntimeConfig) -> str:
+    if config.endpoint_template:
+        return config.endpoint_template.format(
+            resource_id=req.resource_id,
+            namespace=config.namespace,
+            name=object_name(req.resource_id),
+            mcp_path=req.mcp_path,
+        )
     host = f"{object_name(req.resource_id)}.{config.namespace}.svc.{config.cluster_domain}"
     return f"http://{host}:{config.service_port}{req.mcp_path}"
 

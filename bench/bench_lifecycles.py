@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -57,9 +58,7 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.docker_build import DockerImageBuilder
     from activities.docker_runtime import LocalDockerRuntime
-    from activities.gates import GateActivities
     from activities.mcp_health import McpHealthChecker
-    from activities.transitions import TransitionRecorder
     from state.errors import StoreError
     from state.machines import ResourceState, ResourceType
     from state.models import (
@@ -75,10 +74,11 @@ with workflow.unsafe.imports_passed_through():
         StopRuntimeRequest,
     )
     from state.postgres import PostgresStore, apply_migrations
+    from state.settings import RsmSettings
     from workers.services.postgres import PostgresServer
     from workers.services.process import ServiceError, free_port
     from workers.services.temporal import temporal_cli
-    from workers.worker import LifecycleActivities, new_worker
+    from workers.worker import new_worker, real_activities
     from workflows.mcp_lifecycle import McpLifecycleWorkflow
     from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
     from workflows.search_attributes import OWNER_TEAM, RESOURCE_STATE, RESOURCE_TYPE
@@ -199,9 +199,8 @@ class Bench:
         # The production wiring (workers.worker.LifecycleActivities.all), so every store activity
         # the lifecycle calls is the real one; only the Docker and MCP adapters are instant.
         instant = InstantMcpRuntime()
-        wiring = LifecycleActivities(
-            recorder=TransitionRecorder(self.store),
-            gates=GateActivities(self.store),
+        wiring = dataclasses.replace(
+            real_activities(self.store, RsmSettings()),
             builder=cast(DockerImageBuilder, instant),
             runtime=cast(LocalDockerRuntime, instant),
             health=cast(McpHealthChecker, instant),

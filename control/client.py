@@ -7,7 +7,7 @@ that finds it running returns the running one (USE_EXISTING).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -77,13 +77,18 @@ class LifecycleClient:
         actor: str = "cli",
         policy: LifecyclePolicy | None = None,
         task_queue: str | None = None,
+        runtime: Literal["docker", "kubernetes"] | None = None,
     ) -> WorkflowHandle[McpLifecycleWorkflow, Any]:
         source = mcp_source(path)
         ref = ResourceRef(
             resource_type=ResourceType.MCP_SERVER,
             resource_id=resource_id or resource_id_from(source.name),
         )
-        spec = McpServerSpec(context_path=str(source), version=directory_version(source))
+        spec = McpServerSpec(
+            context_path=str(source),
+            version=directory_version(source),
+            runtime=runtime or self.settings.default_runtime,
+        )
         lifecycle_input = McpLifecycleInput(
             ref=ref,
             name=source.name,

@@ -73,4 +73,7 @@ if [ ! -f build/wheelhouse/.complete ] || [ pyproject.toml -nt build/wheelhouse/
   bash scripts/build_project_image.sh --wheelhouse-only
   touch build/wheelhouse/.complete
 fi
+# 4. n8n for the n8n workflow lifecycle (its tests and `rsm dev up --n8n`): about 4 minutes and
+#    2.3 GB, once per machine, in the cache folder. RSM_SKIP_N8N=1 skips it (those tests then skip).
+[ "${RSM_SKIP_N8N:-0}" = 1 ] || RSM_CACHE_DIR="$CACHE_DIR" bash scripts/install_n8n.sh
 log "ready"

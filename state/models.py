@@ -72,6 +72,8 @@ class McpServerSpec(BaseModel):
     build_args: dict[str, str] = Field(default_factory=dict)
     version: str
     mcp_path: str = "/mcp"
+    # Where it runs: the local Docker runtime or a Kubernetes cluster (the worker's kubeconfig).
+    runtime: Literal["docker", "kubernetes"] = "docker"
 
 
 class McpLifecycleInput(BaseModel):

@@ -70,6 +70,10 @@ class KubernetesRuntimeConfig(BaseModel):
     # Per API call, so a hung connection cannot outlive the activity's heartbeat timeout.
     request_timeout_seconds: float = 10.0
     cluster_domain: str = "cluster.local"
+    # Where a worker outside the cluster reaches a resource's Service: a port-forward or ingress
+    # URL template with {resource_id}, {namespace}, {name} and {mcp_path}. None: the in-cluster
+    # Service DNS name (a worker running inside the cluster).
+    endpoint_template: str | None = None
 
 
 class KubernetesDeployRequest(DeployRequest):

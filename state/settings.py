@@ -42,9 +42,18 @@ class RsmSettings(BaseSettings):
     kubernetes_enabled: bool = False
     kubeconfig: Path | None = None
     kubernetes_namespace: str = "rsm"
+    # A port-forward or ingress URL template for a worker outside the cluster (see
+    # KubernetesRuntimeConfig.endpoint_template).
+    kubernetes_endpoint_template: str | None = None
     docker_host: str | None = None
     # Off: a Dockerfile whose base image is not local fails at once, by name (no registry here).
     docker_allow_pull: bool = False
+    # The n8n the worker deploys workflows to (RSM_N8N_URL, RSM_N8N_API_KEY). `rsm dev up --n8n` or
+    # RSM_N8N=1 starts a local one (scripts/install_n8n.sh installs it) and hands both to the worker.
+    n8n: bool = False
+    n8n_port: int = 5678
+    n8n_url: str | None = None
+    n8n_api_key: SecretStr | None = None
 
     @property
     def temporal_address(self) -> str:

@@ -19,6 +19,7 @@ from state.postgres import apply_migrations
 from state.settings import RsmSettings
 from workers.images import PYTHON_MCP_IMAGE, ensure_base_images
 from workers.services.docker_engine import DockerEngine
+from workers.services.n8n import N8nServer
 from workers.services.postgres import PostgresServer
 from workers.services.process import read_pid, spawn, stop_pid, wait_until
 from workers.services.temporal import TemporalDevServer
@@ -44,6 +45,10 @@ class DevStack:
         return DockerEngine(self.settings.state_dir)
 
     @property
+    def n8n(self) -> N8nServer:
+        return N8nServer(self.settings.state_dir, port=self.settings.n8n_port)
+
+    @property
     def worker_pid_file(self) -> Path:
         return self.settings.state_dir / "pids" / "worker.pid"
 
@@ -51,7 +56,12 @@ class DevStack:
     def worker_log(self) -> Path:
         return self.settings.state_dir / "logs" / "worker.log"
 
-    def up(self, with_worker: bool = True, say: Callable[[str], object] = print) -> None:
+    def up(
+        self,
+        with_worker: bool = True,
+        say: Callable[[str], object] = print,
+        with_n8n: bool | None = None,
+    ) -> None:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         started = self.docker.start()
@@ -67,17 +77,23 @@ class DevStack:
         finally:
             api.close()
         say(f"images      {', '.join(images.values())}")
+        n8n_env: dict[str, str] = {}
+        if s.n8n if with_n8n is None else with_n8n:
+            access = self.n8n.start()
+            say(f"n8n         {access.base_url}  (owner and API key in {self.n8n.access_file})")
+            n8n_env = {"RSM_N8N_URL": access.base_url, "RSM_N8N_API_KEY": access.api_key}
         if with_worker:
-            self.start_worker()
+            self.start_worker(n8n_env)
             say(f"worker      task queue {s.task_queue}  log {self.worker_log}")
 
-    def start_worker(self) -> None:
+    def start_worker(self, extra_env: dict[str, str] | None = None) -> None:
         if read_pid(self.worker_pid_file) is not None:
             return
         env = {
             "RSM_MCP_BASE_IMAGE": self.settings.mcp_base_image or PYTHON_MCP_IMAGE,
             "RSM_DATABASE_URL": self.settings.database_url,
             "RSM_TEMPORAL_ADDRESS": self.settings.temporal_address,
+            **(extra_env or {}),
         }
         spawn(
             [sys.executable, "-m", "workers.main", "worker"],
@@ -98,6 +114,7 @@ class DevStack:
 
     def down(self, say: Callable[[str], object] = print) -> None:
         say(f"worker      {'stopped' if stop_pid(self.worker_pid_file) else 'not running'}")
+        say(f"n8n         {'stopped' if self.n8n.stop() else 'not running'}")
         say(f"temporal    {'stopped' if self.temporal.stop() else 'not running'}")
         say(f"postgres    {'stopped' if self.postgres.stop() else 'not running'}")
         if self.docker.started_by_us():
@@ -112,6 +129,7 @@ class DevStack:
 
         say(f"postgres    {mark(self.postgres.running())}  {self.postgres.dsn}")
         say(f"temporal    {mark(self.temporal.running())}  {self.settings.temporal_address}")
+        say(f"n8n         {mark(self.n8n.running())}")
         say(f"worker      {mark(read_pid(self.worker_pid_file) is not None)}")
         say(
             f"docker      {'started by rsm' if self.docker.started_by_us() else 'external or down'}"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import typer
 
-from control import cli_ops  # noqa: F401  (registers its commands on app)
+from control import cli_n8n, cli_ops  # noqa: F401  (they register their commands on app)
 from control.cli import app
 from state.settings import RsmSettings
 from workers.devstack import DevStack
@@ -33,9 +33,14 @@ def _guard(action: Callable[[], object]) -> None:
 @dev_app.command("up")
 def dev_up(
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Also start the worker."),
+    n8n: bool = typer.Option(False, "--n8n", help="Also start n8n (or set RSM_N8N=1)."),
 ) -> None:
     """Start everything (idempotent: what already runs is reused)."""
-    _guard(lambda: DevStack(RsmSettings()).up(with_worker=worker, say=typer.echo))
+    _guard(
+        lambda: DevStack(RsmSettings()).up(
+            with_worker=worker, say=typer.echo, with_n8n=True if n8n else None
+        )
+    )
 
 
 @dev_app.command("down")

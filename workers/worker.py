@@ -25,17 +25,26 @@ from activities.docker_runtime import LocalDockerRuntime
 from activities.gates import GateActivities
 from activities.kubernetes_runtime import KubernetesRuntime
 from activities.mcp_health import McpHealthChecker
+from activities.n8n_activities import (
+    N8nApi,
+    N8nDeployer,
+    N8nValidator,
+    N8nWebhookRegistry,
+    n8n_activities,
+)
 from activities.transitions import TransitionRecorder
+from state.n8n_queries import N8nQueries
 from state.postgres import apply_migrations
 from state.runtime_models import KubernetesRuntimeConfig
 from state.settings import RsmSettings
 from state.store import StateStore
 from state.store_factory import store_from_settings, uses_supabase
 from workflows.mcp_lifecycle import McpLifecycleWorkflow
+from workflows.n8n_lifecycle import N8nLifecycleWorkflow
 
 log = logging.getLogger("rsm.worker")
 
-WORKFLOWS: Sequence[type] = (McpLifecycleWorkflow,)
+WORKFLOWS: Sequence[type] = (McpLifecycleWorkflow, N8nLifecycleWorkflow)
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -52,6 +61,9 @@ class LifecycleActivities:
     runtime: LocalDockerRuntime
     health: McpHealthChecker
     gates: GateActivities
+    n8n_validator: N8nValidator
+    n8n_webhooks: N8nWebhookRegistry
+    n8n_deployer: N8nDeployer
     kubernetes: KubernetesRuntime | None = None
 
     def all(self) -> list[object]:
@@ -65,6 +77,7 @@ class LifecycleActivities:
             self.runtime.deploy,
             self.runtime.stop_runtime,
             self.health.health_check,
+            *n8n_activities(self.n8n_validator, self.n8n_webhooks, self.n8n_deployer),
         ]
         if self.kubernetes is not None:
             k = self.kubernetes
@@ -97,9 +110,24 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
         runtime=LocalDockerRuntime(client),
         health=McpHealthChecker(),
         gates=GateActivities(store),
+        n8n_validator=N8nValidator(),
+        # A small pool of its own, opened on first use (the query is not in the store protocol);
+        # on Supabase there is no direct DSN and n8n's own clash check is the only one.
+        n8n_webhooks=N8nWebhookRegistry(
+            None if uses_supabase(settings) else N8nQueries.lazy(settings.database_url)
+        ),
+        # Without RSM_N8N_URL and RSM_N8N_API_KEY an n8n deploy fails with a message saying so.
+        n8n_deployer=N8nDeployer(
+            N8nApi.connect(settings.n8n_url, settings.n8n_api_key.get_secret_value())
+            if settings.n8n_url and settings.n8n_api_key
+            else None
+        ),
         kubernetes=KubernetesRuntime(
             kubernetes_api_client(settings),  # type: ignore[arg-type]
-            KubernetesRuntimeConfig(namespace=settings.kubernetes_namespace),
+            KubernetesRuntimeConfig(
+                namespace=settings.kubernetes_namespace,
+                endpoint_template=settings.kubernetes_endpoint_template,
+            ),
         )
         if settings.kubernetes_enabled
         else None,

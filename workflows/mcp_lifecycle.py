@@ -48,6 +48,14 @@ with workflow.unsafe.imports_passed_through():
         StopRuntimeRequest,
         TransitionView,
     )
+    from state.runtime_models import (
+        KubernetesActivity,
+        KubernetesApplyResult,
+        KubernetesDeployRequest,
+        KubernetesFailure,
+        RolloutStatus,
+        RolloutWaitRequest,
+    )
 
 from workflows.gates import APPROVAL, Gates
 from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
@@ -55,13 +63,13 @@ from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecy
 S = ResourceState
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
-BUILD_RETRY = RetryPolicy(
-    maximum_attempts=3, non_retryable_error_types=list(FailureType.NON_RETRYABLE)
-)
+# Permanent failures of every runtime: retrying cannot help, a person (or a rollback) must act.
+PERMANENT = [*FailureType.NON_RETRYABLE, *KubernetesFailure.NON_RETRYABLE]
+BUILD_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=PERMANENT)
 STEP_RETRY = RetryPolicy(
     maximum_attempts=5,
     maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=list(FailureType.NON_RETRYABLE),
+    non_retryable_error_types=PERMANENT,
 )
 PATCH_ARCHIVE_CHECKS_DEPENDENTS = "archive-refused-while-dependents-active"
 MAX_REFUSALS = 10
@@ -441,22 +449,27 @@ class McpLifecycleWorkflow:
         resource is in `deploying` already (a rollback entered it with its own reason)."""
         spec = self._spec
         if deploying_reason is None:
-            deploying_reason = f"deploying {image} on the local Docker runtime"
+            where = "Kubernetes" if spec.runtime == "kubernetes" else "the local Docker runtime"
+            deploying_reason = f"deploying {image} on {where}"
             await self._life.move(S.DEPLOYING, deploying_reason)
-        deployment = await self._step(
-            "deploy",
-            DeployRequest(
-                resource_id=self._input.ref.resource_id,
-                name=self._input.name,
-                version=version,
-                image=image,
-                mcp_path=spec.mcp_path,
-            ),
-            DeploymentInfo,
-            timeout=self._input.policy.deploy_timeout,
-            heartbeat=self._input.policy.step_heartbeat_timeout,
-            retry=STEP_RETRY,
+        request = DeployRequest(
+            resource_id=self._input.ref.resource_id,
+            name=self._input.name,
+            version=version,
+            image=image,
+            mcp_path=spec.mcp_path,
         )
+        if spec.runtime == "kubernetes":
+            deployment = await self._deploy_on_kubernetes(request)
+        else:
+            deployment = await self._step(
+                "deploy",
+                request,
+                DeploymentInfo,
+                timeout=self._input.policy.deploy_timeout,
+                heartbeat=self._input.policy.step_heartbeat_timeout,
+                retry=STEP_RETRY,
+            )
         self._deployment = deployment
         await self._life.move(
             S.DEPLOYED,
@@ -495,6 +508,33 @@ class McpLifecycleWorkflow:
             ),
         )
         self._failure_reason = None
+
+    async def _deploy_on_kubernetes(self, request: DeployRequest) -> DeploymentInfo:
+        """Server-side apply, then wait for the rollout's truth (the controller observed this
+        generation and every replica count matches). A rollback re-applies the good image, which
+        renders the same pod template as before."""
+        applied = await self._step(
+            KubernetesActivity.APPLY,
+            KubernetesDeployRequest(**request.model_dump()),
+            KubernetesApplyResult,
+            timeout=timedelta(minutes=1),
+            heartbeat=self._input.policy.step_heartbeat_timeout,
+            retry=STEP_RETRY,
+        )
+        deploy_timeout = self._input.policy.deploy_timeout
+        await self._step(
+            KubernetesActivity.WAIT_ROLLOUT,
+            RolloutWaitRequest(
+                resource_id=request.resource_id,
+                min_generation=applied.generation,
+                timeout_seconds=deploy_timeout.total_seconds(),
+            ),
+            RolloutStatus,
+            timeout=deploy_timeout + timedelta(seconds=30),
+            heartbeat=max(self._input.policy.step_heartbeat_timeout, timedelta(seconds=30)),
+            retry=STEP_RETRY,
+        )
+        return applied.deployment
 
     async def _await_gates(self) -> None:
         """Rest at `available` until every requirement is satisfied and the approval is given, a
@@ -636,9 +676,13 @@ class McpLifecycleWorkflow:
             for c in self._commands
         )
 
-    async def _stop_runtime(self) -> None:
+    async def _stop_runtime(self, archive: bool = False) -> None:
+        name = "stop_runtime"
+        if self._spec.runtime == "kubernetes":
+            # Deactivate scales to zero (the objects stay for activate); archive deletes them.
+            name = KubernetesActivity.DELETE if archive else KubernetesActivity.DEACTIVATE
         await workflow.execute_activity(
-            "stop_runtime",
+            name,
             StopRuntimeRequest(resource_id=self._input.ref.resource_id),
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=STEP_RETRY,
@@ -689,7 +733,7 @@ class McpLifecycleWorkflow:
             finally:
                 self._busy = False
         elif command.command == "archive":
-            await self._stop_runtime()
+            await self._stop_runtime(archive=True)
             await self._life.move(S.ARCHIVED, reason or "archived", actor=actor)
         elif command.command == "redeploy":
             assert command.context_path and command.version

@@ -11,16 +11,28 @@ from tests.helpers import unique_id
 
 async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli) -> None:  # noqa: F811
     rid = unique_id("t-ops")
-    code, _, err = await rsm("register", "mcp", str(EXAMPLES / "mcp/toolbox"), "--id", rid,
-                             "--actor", "alice", "--approver", "dana",
-                             "--requirement", "credential:slack-token")
+    code, _, err = await rsm(
+        "register",
+        "mcp",
+        str(EXAMPLES / "mcp/toolbox"),
+        "--id",
+        rid,
+        "--actor",
+        "alice",
+        "--approver",
+        "dana",
+        "--requirement",
+        "credential:slack-token",
+    )
     assert code == 0, err
     code, out, err = await rsm("wait", rid, "--state", "available", "--timeout", "120")
     assert code == 0, err
 
     code, out, _ = await rsm("awaiting", "--json")
     mine = [r for r in json.loads(out) if r["resource_id"] == rid]
-    assert [sorted(r["waiting_on"]) for r in mine] == [["approval:approval", "credential:slack-token"]]
+    assert [sorted(r["waiting_on"]) for r in mine] == [
+        ["approval:approval", "credential:slack-token"]
+    ]
 
     code, _, err = await rsm("approve", rid, "--as", "alice")
     assert code == 1 and "refused: alice registered this resource and may not approve it" in err
@@ -40,8 +52,10 @@ async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli
     code, out, _ = await rsm("ls", "--state", "active", "--search", rid, "--json")
     assert [r["resource_id"] for r in json.loads(out)] == [rid]
     code, out, _ = await rsm("overview", "--json")
-    assert any(c["resource_type"] == "mcp_server" and c["state"] == "active" and c["count"] >= 1
-               for c in json.loads(out))
+    assert any(
+        c["resource_type"] == "mcp_server" and c["state"] == "active" and c["count"] >= 1
+        for c in json.loads(out)
+    )
 
     code, _, err = await rsm("command", rid, "retry")
     assert code == 1 and "refused: retry needs a failed resource; this one is active" in err

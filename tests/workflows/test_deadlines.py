@@ -34,8 +34,10 @@ async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=temporal_test_server(),
     )
     # The test server takes no search attributes at start: without these every upsert would fail.
-    kinds = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-             "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
+    kinds = {
+        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+    }
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
@@ -74,13 +76,17 @@ async def test_the_approval_deadline_fires_as_the_policy_says(
 ) -> None:
     settings = RsmSettings(task_queue=task_queue, mcp_base_image=PYTHON_MCP_IMAGE)
     policy = LifecyclePolicy(
-        approval=ApprovalPolicy(required=True, deadline=timedelta(hours=6), on_deadline=on_deadline),  # type: ignore[arg-type]
+        approval=ApprovalPolicy(
+            required=True, deadline=timedelta(hours=6), on_deadline=on_deadline
+        ),  # type: ignore[arg-type]
     )
     client = skipping_env.client
     async with running_worker(client, task_queue, real_activities(store, settings).all()):
         lc = LifecycleClient(client, settings)
         rid = unique_id("t-deadline")
-        handle = await lc.register_mcp(EXAMPLES / "mcp/toolbox", resource_id=rid, actor="alice", policy=policy)
+        handle = await lc.register_mcp(
+            EXAMPLES / "mcp/toolbox", resource_id=rid, actor="alice", policy=policy
+        )
         # The real build and deploy take their real seconds (time is not skipped meanwhile, so
         # no activity times out); once the resource waits at the gate, seven hours pass at once.
         await assert_eventually(lambda: at_gate(lc, handle), timeout=120, interval=0.2)
@@ -88,7 +94,10 @@ async def test_the_approval_deadline_fires_as_the_policy_says(
         await assert_eventually(lambda: settled_as(lc, handle, final_state), timeout=30)
         last = (await store.list_transitions(rid))[-1]
         assert (last.from_state, last.to_state, last.actor, last.reason) == (
-            S.AVAILABLE, final_state, actor, reason,
+            S.AVAILABLE,
+            final_state,
+            actor,
+            reason,
         )
         started = (await store.list_transitions(rid))[0].recorded_at
         assert last.recorded_at - started < timedelta(minutes=5), "wall clock, not workflow time"

@@ -49,7 +49,9 @@ def toolbox_copy(root: Path, name: str, *, mcp_path: str = "/mcp", build_step: s
     )
     if build_step:
         dockerfile = target / "Dockerfile"
-        dockerfile.write_text(dockerfile.read_text().replace("WORKDIR /app", f"WORKDIR /app\n{build_step}"))
+        dockerfile.write_text(
+            dockerfile.read_text().replace("WORKDIR /app", f"WORKDIR /app\n{build_step}")
+        )
     return target
 
 
@@ -77,17 +79,28 @@ async def test_a_bad_version_rolls_back_to_the_last_good_one_and_is_refused_afte
     rows = await store.list_transitions(rid)
     tail = [(t.from_state, t.to_state) for t in rows[9:]]
     assert tail == [
-        (S.ACTIVE, S.BUILDING), (S.BUILDING, S.BUILT), (S.BUILT, S.DEPLOYING),
-        (S.DEPLOYING, S.DEPLOYED), (S.DEPLOYED, S.HEALTH_CHECKING), (S.HEALTH_CHECKING, S.FAILED),
-        (S.FAILED, S.DEPLOYING), (S.DEPLOYING, S.DEPLOYED), (S.DEPLOYED, S.HEALTH_CHECKING),
-        (S.HEALTH_CHECKING, S.AVAILABLE), (S.AVAILABLE, S.ACTIVE),
+        (S.ACTIVE, S.BUILDING),
+        (S.BUILDING, S.BUILT),
+        (S.BUILT, S.DEPLOYING),
+        (S.DEPLOYING, S.DEPLOYED),
+        (S.DEPLOYED, S.HEALTH_CHECKING),
+        (S.HEALTH_CHECKING, S.FAILED),
+        (S.FAILED, S.DEPLOYING),
+        (S.DEPLOYING, S.DEPLOYED),
+        (S.DEPLOYED, S.HEALTH_CHECKING),
+        (S.HEALTH_CHECKING, S.AVAILABLE),
+        (S.AVAILABLE, S.ACTIVE),
     ]
     assert rows[9].actor == "bob"
     rollback = rows[15]
-    assert rollback.reason.startswith(f"rolling back to version {good_version} after version {bad_version} failed: MCP handshake")
+    assert rollback.reason.startswith(
+        f"rolling back to version {good_version} after version {bad_version} failed: MCP handshake"
+    )
     assert rows[-2].reason == f"rolled back to version {good_version}"
 
-    with pytest.raises(CommandRefused, match=f"version {bad_version} failed before; give a newer one"):
+    with pytest.raises(
+        CommandRefused, match=f"version {bad_version} failed before; give a newer one"
+    ):
         await lifecycle.run_command("mcp_server", rid, "redeploy", actor="bob", path=str(bad))
     await lifecycle.command(handle, "archive", actor="test")
     await asyncio.wait_for(handle.result(), 60)
