@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable
 
 import typer
@@ -74,5 +76,23 @@ def worker() -> None:
     asyncio.run(main())
 
 
+def main() -> None:
+    """Console entry point. Runs the CLI, then leaves without the interpreter's teardown: the
+    Temporal SDK's native runtime can abort (SIGABRT) while its threads are torn down at exit
+    (temporalio/sdk-python#300), which would turn a clean exit code into -6."""
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            code = 1
+        else:
+            code = exc.code or 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    app()
+    main()

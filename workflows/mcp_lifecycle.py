@@ -759,7 +759,8 @@ class McpLifecycleWorkflow:
             why = f"illegal transition {self._life.state} -> {request.to_state} for mcp_server"
             queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
             return
-        queued.outcome = CommandResult(accepted=True, state=request.to_state, message="recorded")
         await self._life.move(
             request.to_state, request.reason, actor=request.actor, metadata={"manual": True}
         )
+        # Answered once recorded: the caller reads the row the moment the update returns.
+        queued.outcome = CommandResult(accepted=True, state=request.to_state, message="recorded")
