@@ -6,6 +6,9 @@ stays a plain exception so Temporal retries until it is back (nothing is lost wh
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -39,8 +42,27 @@ def _as_application_error(exc: StoreError) -> Exception:
 
 
 class TransitionRecorder:
-    def __init__(self, store: StateStore) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        has_webhook_subscribers: Callable[[], Awaitable[bool]] | None = None,
+        probe_ttl: float = 2.0,
+    ) -> None:
         self._store = store
+        self._has_subscribers = has_webhook_subscribers
+        # One probe per couple of seconds per worker, not one query per transition.
+        self._probe_ttl = probe_ttl
+        self._probed_at = -probe_ttl
+        self._subscribed = False
+
+    async def _webhooks_wanted(self) -> bool:
+        if self._has_subscribers is None:
+            return False
+        now = time.monotonic()
+        if now - self._probed_at >= self._probe_ttl:
+            self._subscribed = await self._has_subscribers()
+            self._probed_at = now
+        return self._subscribed
 
     @activity.defn(name="register_resource")
     async def register_resource(self, req: RegisterResourceRequest) -> ResourceRow:
@@ -62,4 +84,4 @@ class TransitionRecorder:
                 exc,
             )
             raise _as_application_error(exc) from exc
-        return record
+        return record.model_copy(update={"deliver_webhooks": await self._webhooks_wanted()})

@@ -125,6 +125,9 @@ class TransitionRecord(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     recorded_at: datetime
     replayed: bool = False
+    # Some webhook subscription is active: the lifecycle schedules a delivery for this transition
+    # (none is scheduled otherwise, so a lifecycle without subscribers pays nothing for webhooks).
+    deliver_webhooks: bool = False
 
 
 class McpRegistryEntry(BaseModel):

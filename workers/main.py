@@ -12,11 +12,13 @@ from collections.abc import Callable
 import typer
 
 from control import cli_n8n, cli_ops  # noqa: F401  (they register their commands on app)
+from control.api.serve import api_command
 from control.cli import app
 from state.settings import RsmSettings
 from workers.devstack import DevStack
 from workers.services.process import ServiceError
 
+app.command("api")(api_command)
 dev_app = typer.Typer(
     help="Start and stop the local stack (Postgres, Temporal, Docker, worker).",
     no_args_is_help=True,

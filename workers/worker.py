@@ -33,12 +33,14 @@ from activities.n8n_activities import (
     n8n_activities,
 )
 from activities.transitions import TransitionRecorder
+from activities.webhooks import WebhookDeliverer
 from state.n8n_queries import N8nQueries
-from state.postgres import apply_migrations
+from state.postgres import PostgresStore, apply_migrations
 from state.runtime_models import KubernetesRuntimeConfig
 from state.settings import RsmSettings
 from state.store import StateStore
 from state.store_factory import store_from_settings, uses_supabase
+from state.webhook_store import WebhookStore
 from workflows.mcp_lifecycle import McpLifecycleWorkflow
 from workflows.n8n_lifecycle import N8nLifecycleWorkflow
 
@@ -64,6 +66,7 @@ class LifecycleActivities:
     n8n_validator: N8nValidator
     n8n_webhooks: N8nWebhookRegistry
     n8n_deployer: N8nDeployer
+    webhooks: WebhookDeliverer | None = None
     kubernetes: KubernetesRuntime | None = None
 
     def all(self) -> list[object]:
@@ -79,6 +82,8 @@ class LifecycleActivities:
             self.health.health_check,
             *n8n_activities(self.n8n_validator, self.n8n_webhooks, self.n8n_deployer),
         ]
+        if self.webhooks is not None:
+            activities.append(self.webhooks.deliver_transition_webhooks)
         if self.kubernetes is not None:
             k = self.kubernetes
             activities += [k.apply, k.wait_rollout, k.scale, k.deactivate, k.delete, k.rollback]
@@ -102,8 +107,12 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
     api = docker.APIClient(base_url=base_url) if base_url else docker.APIClient()
     client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
     build_args = {"BASE_IMAGE": settings.mcp_base_image} if settings.mcp_base_image else {}
+    # Webhook subscriptions live beside the Postgres store (on Supabase none are delivered yet).
+    webhook_store = WebhookStore(store.pool) if isinstance(store, PostgresStore) else None
     return LifecycleActivities(
-        recorder=TransitionRecorder(store),
+        recorder=TransitionRecorder(
+            store, webhook_store.any_active if webhook_store is not None else None
+        ),
         builder=DockerImageBuilder(
             api, default_build_args=build_args, allow_pull=settings.docker_allow_pull
         ),
@@ -131,6 +140,7 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
         )
         if settings.kubernetes_enabled
         else None,
+        webhooks=WebhookDeliverer(webhook_store),
     )
 
 

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionRequest,
         TransitionView,
     )
+    from state.webhook_models import TransitionEvent
 
 from workflows.search_attributes import BLOCKED_ON, OWNER_TEAM, RESOURCE_STATE, RESOURCE_TYPE
 
@@ -45,6 +46,15 @@ SYSTEM_ACTOR = "rsm"
 # Patch ids (workflow.patched): each guards one behaviour added after histories were saved.
 PATCH_NOTIFY_DEPENDENTS = "notify-dependents-on-active-change"
 PATCH_WAIT_OUT_SCHEMA_DRIFT = "wait-out-schema-drift"
+PATCH_TRANSITION_WEBHOOKS = "transition-webhooks"
+# Deliveries run beside the lifecycle, never awaited by a move; Temporal retries them for up to
+# WEBHOOK_WINDOW, and a run drains them before it completes or continues as new.
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+WEBHOOK_WINDOW = timedelta(minutes=10)
 SCHEMA_DRIFT_BLOCK = "schema-drift"
 
 
@@ -69,6 +79,7 @@ class Lifecycle:
         # Set while the database refuses a state it does not know (a missing migration).
         self.schema_error: str | None = None
         self.drift_retry = drift_retry
+        self.webhook_deliveries: list[workflow.ActivityHandle[Any]] = []
 
     def _key(self) -> str:
         info = workflow.info()
@@ -150,6 +161,8 @@ class Lifecycle:
         del self.recent[:-RECENT_TRANSITIONS]
         previous, self.state = self.state, to_state
         self.upsert_search_attributes()
+        if record.deliver_webhooks:
+            self.deliver_webhooks(record)
         if (previous is ResourceState.ACTIVE) != (to_state is ResourceState.ACTIVE):
             await self.notify_dependents()
         return record
@@ -190,6 +203,42 @@ class Lifecycle:
                 await workflow.sleep(self.drift_retry)
                 self.blocked_on = blocked
                 self.schema_error = None
+
+    def deliver_webhooks(self, record: TransitionRecord) -> None:
+        if not workflow.patched(PATCH_TRANSITION_WEBHOOKS):
+            return
+        info = workflow.info()
+        self.webhook_deliveries = [h for h in self.webhook_deliveries if not h.done()]
+        self.webhook_deliveries.append(
+            workflow.start_activity(
+                "deliver_transition_webhooks",
+                TransitionEvent(
+                    transition_id=record.transition_id,
+                    ref=self.ref,
+                    owner_team=self.owner_team,
+                    from_state=record.from_state,
+                    to_state=record.to_state,
+                    actor=record.actor,
+                    reason=record.reason,
+                    metadata=record.metadata,
+                    recorded_at=record.recorded_at,
+                    workflow_id=info.workflow_id,
+                    run_id=info.run_id,
+                ),
+                start_to_close_timeout=timedelta(minutes=1),
+                schedule_to_close_timeout=WEBHOOK_WINDOW,
+                retry_policy=WEBHOOK_RETRY,
+            )
+        )
+
+    async def drain_webhooks(self) -> None:
+        """A run that completes or continues as new abandons its activities: wait for them."""
+        pending, self.webhook_deliveries = self.webhook_deliveries, []
+        for handle in pending:
+            try:
+                await handle
+            except ActivityError as err:
+                workflow.logger.warning("webhook delivery gave up: %s", err.cause or err)
 
     async def list_dependents(self, only_state: ResourceState | None = None) -> list[ResourceRef]:
         return await workflow.execute_activity(

@@ -328,9 +328,11 @@ class McpLifecycleWorkflow:
                 )
                 if not self._commands and not self._outbox:
                     await workflow.wait_condition(workflow.all_handlers_finished)
+                    await self._life.drain_webhooks()
                     workflow.continue_as_new(self._carry_over())
         # An update that archived the resource is still waiting for its answer: let it finish.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._life.drain_webhooks()
         return LifecycleResult(
             ref=input.ref, final_state=self._life.state, transitions=self._life.seq
         )

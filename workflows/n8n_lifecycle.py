@@ -159,8 +159,10 @@ class N8nLifecycleWorkflow:
             )
             if not self._commands:
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._life.drain_webhooks()
                 workflow.continue_as_new(self._carry_over())
             await self._run_command(self._commands.pop(0))
+        await self._life.drain_webhooks()
         return LifecycleResult(
             ref=input.ref, final_state=self._life.state, transitions=self._life.seq
         )
