@@ -8,6 +8,8 @@ local base images and the worker. `down` stops exactly what `up` started, by PID
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from workers.images import PYTHON_MCP_IMAGE, ensure_base_images
 from workers.services.docker_engine import DockerEngine
 from workers.services.n8n import N8nServer
 from workers.services.postgres import PostgresServer
-from workers.services.process import read_pid, spawn, stop_pid, wait_until
+from workers.services.process import ServiceError, port_open, read_pid, spawn, stop_pid, wait_until
 from workers.services.temporal import TemporalDevServer
 
 
@@ -61,6 +63,7 @@ class DevStack:
         with_worker: bool = True,
         say: Callable[[str], object] = print,
         with_n8n: bool | None = None,
+        with_api: bool = True,
     ) -> None:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,49 @@ class DevStack:
         if with_worker:
             self.start_worker(n8n_env)
             say(f"worker      task queue {s.task_queue}  log {self.worker_log}")
+        if with_api:
+            port = self.start_api()
+            say(
+                f"api         http://127.0.0.1:{port}/  (Resources page; tokens in {self.api_tokens_file})"
+            )
+
+    @property
+    def api_tokens_file(self) -> Path:
+        return self.settings.state_dir / "api-tokens"
+
+    def _api_tokens(self) -> str:
+        """One token per role for local use, made once and kept (0600) under the state folder."""
+        if not self.api_tokens_file.exists():
+            tokens = ",".join(
+                f"{actor}:{role}:{secrets.token_urlsafe(24)}"
+                for actor, role in (
+                    ("admin", "admin"),
+                    ("dana", "approver"),
+                    ("ops", "operator"),
+                    ("viewer", "viewer"),
+                )
+            )
+            self.api_tokens_file.write_text(tokens + "\n")
+            self.api_tokens_file.chmod(0o600)
+        return self.api_tokens_file.read_text().strip()
+
+    def start_api(self) -> int:
+        port = int(os.environ.get("RSM_API_PORT", "8000"))
+        pid_file = self.settings.state_dir / "pids" / "api.pid"
+        log = self.settings.state_dir / "logs" / "api.log"
+        if read_pid(pid_file) is None:
+            if port_open(port):
+                raise ServiceError(f"port {port} is taken by another process: set RSM_API_PORT")
+            env = {
+                "RSM_DATABASE_URL": self.settings.database_url,
+                "RSM_TEMPORAL_ADDRESS": self.settings.temporal_address,
+                "RSM_API_PORT": str(port),
+                "RSM_API_TOKENS": self._api_tokens(),
+                "PYTHONUNBUFFERED": "1",
+            }
+            spawn([sys.executable, "-m", "workers.main", "api"], log, pid_file, env=env)
+        wait_until(lambda: port_open(port), 60, f"the rsm API on 127.0.0.1:{port}", log)
+        return port
 
     def start_worker(self, extra_env: dict[str, str] | None = None) -> None:
         if read_pid(self.worker_pid_file) is not None:
@@ -113,6 +159,8 @@ class DevStack:
         )
 
     def down(self, say: Callable[[str], object] = print) -> None:
+        api_pid = self.settings.state_dir / "pids" / "api.pid"
+        say(f"api         {'stopped' if stop_pid(api_pid) else 'not running'}")
         say(f"worker      {'stopped' if stop_pid(self.worker_pid_file) else 'not running'}")
         say(f"n8n         {'stopped' if self.n8n.stop() else 'not running'}")
         say(f"temporal    {'stopped' if self.temporal.stop() else 'not running'}")

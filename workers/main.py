@@ -38,11 +38,12 @@ def _guard(action: Callable[[], object]) -> None:
 def dev_up(
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Also start the worker."),
     n8n: bool = typer.Option(False, "--n8n", help="Also start n8n (or set RSM_N8N=1)."),
+    api: bool = typer.Option(True, "--api/--no-api", help="Also serve the HTTP API and page."),
 ) -> None:
     """Start everything (idempotent: what already runs is reused)."""
     _guard(
         lambda: DevStack(RsmSettings()).up(
-            with_worker=worker, say=typer.echo, with_n8n=True if n8n else None
+            with_worker=worker, say=typer.echo, with_n8n=True if n8n else None, with_api=api
         )
     )
 
