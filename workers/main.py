@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import typer
 
-from control import cli_n8n, cli_ops  # noqa: F401  (they register their commands on app)
+from control import cli_n8n, cli_ops, cli_team  # noqa: F401  (they register their commands on app)
 from control.api.serve import api_command
 from control.cli import app
 from state.settings import RsmSettings

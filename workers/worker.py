@@ -32,6 +32,7 @@ from activities.n8n_activities import (
     N8nWebhookRegistry,
     n8n_activities,
 )
+from activities.team_runtime import TeamDockerRuntime
 from activities.transitions import TransitionRecorder
 from activities.webhooks import WebhookDeliverer
 from state.n8n_queries import N8nQueries
@@ -43,10 +44,11 @@ from state.store_factory import store_from_settings, uses_supabase
 from state.webhook_store import WebhookStore
 from workflows.mcp_lifecycle import McpLifecycleWorkflow
 from workflows.n8n_lifecycle import N8nLifecycleWorkflow
+from workflows.team_lifecycle import TeamLifecycleWorkflow
 
 log = logging.getLogger("rsm.worker")
 
-WORKFLOWS: Sequence[type] = (McpLifecycleWorkflow, N8nLifecycleWorkflow)
+WORKFLOWS: Sequence[type] = (McpLifecycleWorkflow, N8nLifecycleWorkflow, TeamLifecycleWorkflow)
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -66,6 +68,7 @@ class LifecycleActivities:
     n8n_validator: N8nValidator
     n8n_webhooks: N8nWebhookRegistry
     n8n_deployer: N8nDeployer
+    team: TeamDockerRuntime
     webhooks: WebhookDeliverer | None = None
     kubernetes: KubernetesRuntime | None = None
 
@@ -81,6 +84,10 @@ class LifecycleActivities:
             self.runtime.stop_runtime,
             self.health.health_check,
             *n8n_activities(self.n8n_validator, self.n8n_webhooks, self.n8n_deployer),
+            self.team.deploy_team,
+            self.team.scale_team,
+            self.team.team_health,
+            self.team.stop_team,
         ]
         if self.webhooks is not None:
             activities.append(self.webhooks.deliver_transition_webhooks)
@@ -117,6 +124,7 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
             api, default_build_args=build_args, allow_pull=settings.docker_allow_pull
         ),
         runtime=LocalDockerRuntime(client),
+        team=TeamDockerRuntime(client),
         health=McpHealthChecker(),
         gates=GateActivities(store),
         n8n_validator=N8nValidator(),

@@ -9,33 +9,16 @@ known good version by itself. While active the workflow is the resource's actor:
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
-    from state.commands import (
-        ApprovalDecision,
-        CommandResult,
-        DependencyChange,
-        ManualTransition,
-        OperatorCommand,
-        RequirementRecord,
-        RequirementUpdate,
-    )
-    from state.errors import FailureType
+    from state.commands import OperatorCommand, RequirementUpdate
     from state.machines import ResourceState
     from state.models import (
         BuildImageRequest,
         BuildImageResult,
-        CommandRequest,
         DeploymentInfo,
         DeployRequest,
         HealthCheckRequest,
@@ -46,77 +29,38 @@ with workflow.unsafe.imports_passed_through():
         McpRegistryEntry,
         McpServerSpec,
         StopRuntimeRequest,
-        TransitionView,
     )
     from state.runtime_models import (
         KubernetesActivity,
         KubernetesApplyResult,
         KubernetesDeployRequest,
-        KubernetesFailure,
         RolloutStatus,
         RolloutWaitRequest,
     )
 
-from workflows.gates import APPROVAL, Gates
-from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
+from workflows.gates import Gates
+from workflows.lifecycle import Lifecycle
+from workflows.operations import (
+    BUILD_RETRY,
+    STEP_RETRY,
+    OperatedWorkflow,
+    StepFailed,
+    Superseded,
+)
 
 S = ResourceState
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-# Permanent failures of every runtime: retrying cannot help, a person (or a rollback) must act.
-PERMANENT = [*FailureType.NON_RETRYABLE, *KubernetesFailure.NON_RETRYABLE]
-BUILD_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=PERMANENT)
-STEP_RETRY = RetryPolicy(
-    maximum_attempts=5,
-    maximum_interval=timedelta(seconds=10),
-    non_retryable_error_types=PERMANENT,
-)
-PATCH_ARCHIVE_CHECKS_DEPENDENTS = "archive-refused-while-dependents-active"
-MAX_REFUSALS = 10
-
-
-@dataclass
-class _Command:
-    command: OperatorCommand | ManualTransition
-    outcome: CommandResult | None = None
-
-
-class StepFailed(Exception):
-    """A step ended in a permanent failure; carries what `failed` records."""
-
-    def __init__(self, reason: str, details: dict[str, object]) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.details = details
-
-
-class Superseded(Exception):
-    """A redeploy arrived while a step ran; the step was cancelled."""
-
-
-def _failure(err: ActivityError, step: str) -> StepFailed:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
-        return StepFailed(cause.message, {"step": step, "error_type": cause.type, **details})
-    # Timeouts and exhausted retries of temporary errors.
-    message = str(cause) if cause is not None else str(err)
-    return StepFailed(f"{step} did not complete: {message}", {"step": step})
-
-
-def _legacy_command(name: str, request: CommandRequest) -> OperatorCommand:
-    return OperatorCommand.model_validate(
-        {"command": name, "actor": request.actor, "reason": request.reason}
-    )
 
 
 @workflow.defn
-class McpLifecycleWorkflow:
+class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
     @workflow.init
     def __init__(self, input: McpLifecycleInput) -> None:
         self._input = input
         self._spec: McpServerSpec = input.spec
-        self._life = Lifecycle(
+        gates = Gates(input.policy.approval, input.policy.actor, input.policy.requirements, [])
+        for name, status in input.requirement_statuses.items():
+            gates.update_requirement(RequirementUpdate(name=name, status=status))
+        life = Lifecycle(
             input.ref,
             owner_team=input.owner_team,
             state=input.resume_state or S.CREATED,
@@ -124,19 +68,8 @@ class McpLifecycleWorkflow:
             registrant=input.policy.actor,
             drift_retry=input.policy.schema_drift_retry,
         )
-        self._gates = Gates(
-            input.policy.approval, input.policy.actor, input.policy.requirements, []
-        )
-        for name, status in input.requirement_statuses.items():
-            self._gates.update_requirement(RequirementUpdate(name=name, status=status))
-        self._deployment: DeploymentInfo | None = input.deployment
-        self._last_good: DeploymentInfo | None = input.last_good
+        self._init_operations(life, gates, input.policy, input.deployment, input.last_good)
         self._bad_versions: set[str] = set(input.bad_versions)
-        self._failure_reason: str | None = None
-        self._commands: list[_Command] = []
-        self._outbox: list[RequirementUpdate] = []
-        self._refusals: list[str] = []
-        self._busy = False  # a step is running: manual transitions wait for rest
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -158,131 +91,7 @@ class McpLifecycleWorkflow:
             refusals=list(self._refusals),
         )
 
-    @workflow.query
-    def get_transitions(self) -> list[TransitionView]:
-        return list(self._life.recent)
-
-    @workflow.query
-    def get_blocked_on(self) -> list[str]:
-        return self._gates.blocked_on()
-
-    # -- gate messages (kept until the gate is reached, so an early one is never lost) ---------
-
-    def _refuse(self, message: str) -> None:
-        workflow.logger.warning("refused: %s", message)
-        self._refusals = [*self._refusals, message][-MAX_REFUSALS:]
-
-    def _decide(self, decision: ApprovalDecision, approve: bool) -> None:
-        if approve:
-            self._gates.approve(decision)
-        else:
-            self._gates.reject(decision)
-        # Mirrored as the `approval` requirement row, so the awaiting-action view shows the gate.
-        self._outbox.append(
-            RequirementUpdate(
-                name=APPROVAL,
-                requirement_type="approval",
-                status="satisfied" if approve else "failed",
-                actor=decision.approver,
-                reason=decision.reason,
-            )
-        )
-
-    @workflow.signal
-    def approve(self, decision: ApprovalDecision) -> None:
-        if (why := self._gates.refuse_approval(decision)) is not None:
-            self._refuse(why)
-        else:
-            self._decide(decision, approve=True)
-
-    @workflow.signal
-    def reject(self, decision: ApprovalDecision) -> None:
-        if (why := self._gates.refuse_approval(decision)) is not None:
-            self._refuse(why)
-        else:
-            self._decide(decision, approve=False)
-
-    @workflow.update
-    def decide(self, decision: ApprovalDecision, approve: bool) -> CommandResult:
-        self._decide(decision, approve)
-        verb = "approved" if approve else "rejected"
-        return CommandResult(
-            accepted=True, state=self._life.state, message=f"{verb} by {decision.approver}"
-        )
-
-    @decide.validator
-    def _validate_decide(self, decision: ApprovalDecision, approve: bool) -> None:
-        if (why := self._gates.refuse_approval(decision)) is not None:
-            raise ValueError(why)
-
-    @workflow.signal
-    def requirement_updated(self, update: RequirementUpdate) -> None:
-        if self._gates.update_requirement(update):
-            self._outbox.append(update)
-
-    @workflow.signal
-    def dependency_changed(self, change: DependencyChange) -> None:
-        self._gates.dependency_changed(change)  # an MCP server depends on nothing yet
-
-    # -- operator commands: signals (fire and forget) and updates (an answer at once) ---------
-
-    @workflow.signal
-    def retry(self, request: CommandRequest) -> None:
-        self._commands.append(_Command(_legacy_command("retry", request)))
-
-    @workflow.signal
-    def deactivate(self, request: CommandRequest) -> None:
-        self._commands.append(_Command(_legacy_command("deactivate", request)))
-
-    @workflow.signal
-    def activate(self, request: CommandRequest) -> None:
-        self._commands.append(_Command(_legacy_command("activate", request)))
-
-    @workflow.signal
-    def archive(self, request: CommandRequest) -> None:
-        self._commands.append(_Command(_legacy_command("archive", request)))
-
-    @workflow.signal
-    def redeploy(self, command: OperatorCommand) -> None:
-        self._commands.append(_Command(command.model_copy(update={"command": "redeploy"})))
-
-    @workflow.signal
-    def scale(self, command: OperatorCommand) -> None:
-        self._commands.append(_Command(command.model_copy(update={"command": "scale"})))
-
-    @workflow.update
-    async def command(self, command: OperatorCommand) -> CommandResult:
-        queued = _Command(command)
-        self._commands.append(queued)
-        # Safe to wait: the main loop takes commands in order and answers each before acting on it.
-        await workflow.wait_condition(lambda: queued.outcome is not None)
-        assert queued.outcome is not None
-        return queued.outcome
-
-    @command.validator
-    def _validate_command(self, command: OperatorCommand) -> None:
-        if (why := self._refusal_for(command)) is not None:
-            raise ValueError(why)
-
-    @workflow.update
-    async def transition(self, request: ManualTransition) -> CommandResult:
-        queued = _Command(request)
-        self._commands.append(queued)
-        await workflow.wait_condition(lambda: queued.outcome is not None)
-        assert queued.outcome is not None
-        return queued.outcome
-
-    @transition.validator
-    def _validate_transition(self, request: ManualTransition) -> None:
-        if self._busy:
-            raise ValueError(f"a step is running ({self._life.state}); try again when it rests")
-        if not self._life.can_move(request.to_state):
-            raise ValueError(
-                f"illegal transition {self._life.state} -> {request.to_state} for mcp_server"
-            )
-
     def _refusal_for(self, command: OperatorCommand) -> str | None:
-        """Why `command` cannot run in the current state (checked again when it is taken)."""
         state = self._life.state
         name = command.command
         if name == "retry" and state is not S.FAILED:
@@ -319,17 +128,7 @@ class McpLifecycleWorkflow:
             elif self._life.state is S.AVAILABLE:
                 await self._await_gates()
             else:
-                await workflow.wait_condition(
-                    lambda: (
-                        bool(self._commands)
-                        or bool(self._outbox)
-                        or workflow.info().is_continue_as_new_suggested()
-                    )
-                )
-                if not self._commands and not self._outbox:
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    await self._life.drain_webhooks()
-                    workflow.continue_as_new(self._carry_over())
+                await self._rest()
         # An update that archived the resource is still waiting for its answer: let it finish.
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._life.drain_webhooks()
@@ -353,42 +152,7 @@ class McpLifecycleWorkflow:
     async def _start(self) -> None:
         spec = self._spec
         row = await self._life.register(self._input.name, spec.version, spec.model_dump())
-        for requirement in self._gates.requirements.values():
-            self._outbox.append(requirement)
-        if self._input.policy.approval.required:
-            self._outbox.append(
-                RequirementUpdate(name=APPROVAL, requirement_type="approval", status="pending")
-            )
-        await self._flush_requirements()
-        if row.current_state is S.CREATED:
-            await self._life.move(S.REGISTERED, "lifecycle started", actor=self._input.policy.actor)
-            return
-        # The database already knows this resource (an earlier lifecycle was terminated): adopt its
-        # state instead of pretending to start over; a step that was in flight is marked failed.
-        if row.current_state not in {S.ACTIVE, S.INACTIVE, S.ARCHIVED, S.REGISTERED, S.FAILED}:
-            self._failure_reason = (
-                f"lifecycle restarted while {row.current_state}; retry to continue"
-            )
-            if self._life.can_move(S.FAILED):
-                await self._life.move(S.FAILED, self._failure_reason)
-
-    async def _flush_requirements(self) -> None:
-        """Mirror requirement changes into deployment_requirements (for the awaiting-action view)."""
-        while self._outbox:
-            update = self._outbox.pop(0)
-            await workflow.execute_activity(
-                "record_requirement",
-                RequirementRecord(
-                    resource_id=self._input.ref.resource_id,
-                    name=update.name,
-                    requirement_type=update.requirement_type,
-                    status=update.status,
-                    details={"actor": update.actor, "reason": update.reason},
-                ),
-                result_type=RequirementRecord,
-                start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_RETRY,
-            )
+        await self._begin(row)
 
     # -- provisioning --------------------------------------------------------------------------
 
@@ -538,79 +302,6 @@ class McpLifecycleWorkflow:
         )
         return applied.deployment
 
-    async def _await_gates(self) -> None:
-        """Rest at `available` until every requirement is satisfied and the approval is given, a
-        requirement fails, the approval is rejected, the deadline passes, or a command arrives."""
-        approval_policy = self._input.policy.approval
-        reached = workflow.now()
-        while True:
-            blocked = self._gates.blocked_on()
-            if blocked != self._life.blocked_on:
-                self._life.blocked_on = blocked
-                self._life.upsert_search_attributes()
-            if (failed := self._gates.failed_requirement()) is not None:
-                reason = f"requirement {failed.requirement_type}:{failed.name} failed"
-                await self._fail(
-                    reason + (f": {failed.reason}" if failed.reason else ""),
-                    {"requirement": failed.name},
-                    actor=failed.actor,
-                )
-                return
-            if (rejection := self._gates.rejection) is not None:
-                await self._fail(
-                    f"rejected by {rejection.approver}: {rejection.reason}",
-                    {"approver": rejection.approver},
-                    actor=rejection.approver,
-                )
-                return
-            if not blocked:
-                await self._activate_now()
-                return
-            if self._commands or self._outbox:
-                return  # the main loop handles them and comes back here
-            seen = self._gates.version
-            timeout = None
-            if approval_policy.deadline is not None and self._gates.approval is None:
-                timeout = max(approval_policy.deadline - (workflow.now() - reached), timedelta(0))
-            try:
-                await workflow.wait_condition(
-                    lambda seen=seen: (  # type: ignore[misc]
-                        self._gates.version != seen or bool(self._commands) or bool(self._outbox)
-                    ),
-                    timeout=timeout,
-                )
-            except TimeoutError:
-                if approval_policy.on_deadline == "approve":
-                    self._gates.approve(
-                        ApprovalDecision(
-                            approver=SYSTEM_ACTOR,
-                            reason=f"no decision within {approval_policy.deadline}: approved by policy",
-                        )
-                    )
-                else:
-                    await self._fail(
-                        f"no approval within {approval_policy.deadline}",
-                        {"deadline_seconds": approval_policy.deadline.total_seconds()},  # type: ignore[union-attr]
-                    )
-                    return
-
-    async def _activate_now(self) -> None:
-        approval = self._gates.approval
-        if approval is not None and self._input.policy.approval.required:
-            actor, reason = approval.approver, approval.reason or f"approved by {approval.approver}"
-        else:
-            actor, reason = SYSTEM_ACTOR, "healthy"
-        self._life.blocked_on = []
-        await self._life.move(S.ACTIVE, reason, actor=actor)
-        if self._deployment is not None:
-            self._last_good = self._deployment
-
-    async def _fail(
-        self, reason: str, details: dict[str, object], actor: str | None = None
-    ) -> None:
-        self._failure_reason = reason
-        await self._life.move(S.FAILED, reason, metadata=details, actor=actor)
-
     async def _roll_back_after(self, bad_version: str, why: str) -> None:
         """A redeploy failed: mark the version bad and return to the last known good one, which
         passed its gates already."""
@@ -640,44 +331,6 @@ class McpLifecycleWorkflow:
         finally:
             self._busy = False
 
-    async def _step(
-        self,
-        name: str,
-        arg: BaseModel,
-        result_type: type[ModelT],
-        *,
-        timeout: timedelta,
-        heartbeat: timedelta,
-        retry: RetryPolicy,
-    ) -> ModelT:
-        """Run one long activity; a redeploy that arrives meanwhile cancels it (Superseded)."""
-        handle = workflow.start_activity(
-            name,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=heartbeat,
-            retry_policy=retry,
-        )
-        await workflow.wait_condition(lambda: handle.done() or self._redeploy_pending())
-        if not handle.done():
-            handle.cancel()
-            try:
-                await handle
-            except (ActivityError, asyncio.CancelledError):
-                pass
-            raise Superseded()
-        try:
-            return await handle
-        except ActivityError as err:
-            raise _failure(err, name) from err
-
-    def _redeploy_pending(self) -> bool:
-        return any(
-            isinstance(c.command, OperatorCommand) and c.command.command == "redeploy"
-            for c in self._commands
-        )
-
     async def _stop_runtime(self, archive: bool = False) -> None:
         name = "stop_runtime"
         if self._spec.runtime == "kubernetes":
@@ -692,30 +345,7 @@ class McpLifecycleWorkflow:
 
     # -- commands ------------------------------------------------------------------------------
 
-    async def _run_command(self, queued: _Command) -> None:
-        command = queued.command
-        if isinstance(command, ManualTransition):
-            await self._manual_transition(queued, command)
-            return
-        if (why := self._refusal_for(command)) is not None:
-            queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
-            self._refuse(f"{command.command} from {command.actor}: {why}")
-            return
-        if command.command == "archive" and workflow.patched(PATCH_ARCHIVE_CHECKS_DEPENDENTS):
-            active = await self._life.list_dependents(S.ACTIVE)
-            if active:
-                names = ", ".join(d.workflow_id for d in active)
-                why = f"cannot archive: active dependents {names}"
-                queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
-                self._refuse(f"archive from {command.actor}: {why}")
-                return
-        # Long commands answer as they start; quick ones once their transition is recorded, so the
-        # caller can read the result the moment the update returns.
-        long_running = command.command in {"activate", "redeploy"}
-        if long_running:
-            queued.outcome = CommandResult(
-                accepted=True, state=self._life.state, message=f"{command.command} started"
-            )
+    async def _execute(self, command: OperatorCommand) -> None:
         reason = command.reason
         actor = command.actor
         if command.command == "retry":
@@ -742,27 +372,8 @@ class McpLifecycleWorkflow:
             self._spec = self._spec.model_copy(
                 update={"context_path": command.context_path, "version": command.version}
             )
-            if self._input.policy.approval.required:
-                self._gates.reset_approval()
-                self._outbox.append(
-                    RequirementUpdate(name=APPROVAL, requirement_type="approval", status="pending")
-                )
+            self._new_version_needs_approval()
             if self._life.state is not S.REGISTERED:
                 # failed -> building and active -> building are arrows of their own; from active the
                 # running version keeps serving until the new one is deployed.
                 await self._provision(actor, reason or f"redeploy of version {command.version}")
-        if not long_running:
-            queued.outcome = CommandResult(
-                accepted=True, state=self._life.state, message=f"{command.command} done"
-            )
-
-    async def _manual_transition(self, queued: _Command, request: ManualTransition) -> None:
-        if not self._life.can_move(request.to_state):
-            why = f"illegal transition {self._life.state} -> {request.to_state} for mcp_server"
-            queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
-            return
-        await self._life.move(
-            request.to_state, request.reason, actor=request.actor, metadata={"manual": True}
-        )
-        # Answered once recorded: the caller reads the row the moment the update returns.
-        queued.outcome = CommandResult(accepted=True, state=request.to_state, message="recorded")

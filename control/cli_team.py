@@ -1,0 +1,110 @@
+"""`rsm register team MANIFEST`: register a team from its YAML manifest and start its lifecycle.
+
+With `--wait` it follows the lifecycle like `rsm register mcp` and also prints what the team is
+blocked on whenever that changes (its dependencies, requirements, an approval), so an operator sees
+what it waits for at each moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import typer
+from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
+
+from control.cli import (
+    EXIT_ACTIVE,
+    EXIT_FAILED,
+    EXIT_OTHER,
+    EXIT_TIMEOUT,
+    FAILED_STATES,
+    _policy,
+    _run,
+    follow,
+    register_app,
+)
+from control.client import LifecycleClient
+from control.team_client import register_team, team_status
+from state.machines import ResourceState
+from state.settings import RsmSettings
+from state.team_models import ManifestError, load_manifest
+
+
+async def _watch_blocked(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) -> None:
+    shown: list[str] | None = None
+    while True:
+        with contextlib.suppress(RPCError):
+            blocked = (await lc.status(handle)).blocked_on
+            if blocked != shown and (blocked or shown):
+                typer.echo(f"  {'':>8}  {'':>16}   … blocked on: {', '.join(blocked) or 'nothing'}")
+            shown = blocked
+        await asyncio.sleep(0.3)
+
+
+@register_app.command("team")
+def register_team_command(
+    manifest: Path = typer.Argument(..., help="The team's YAML manifest (team.yaml)."),
+    resource_id: str | None = typer.Option(
+        None, "--id", help="Resource id (default: the manifest's name)."
+    ),
+    owner: str = typer.Option("", "--owner", help="Owner team (default: the manifest's owner)."),
+    actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the lifecycle until it settles."),
+    timeout: float = typer.Option(900, "--timeout", help="Seconds to wait with --wait."),
+    require_approval: bool = typer.Option(
+        False, "--require-approval", help="Gate `active` on an approval."
+    ),
+    approvers: list[str] = typer.Option(
+        [], "--approver", help="Who may approve (repeat); default anyone but you."
+    ),
+    requirements: list[str] = typer.Option(
+        [], "--requirement", help="TYPE:NAME that must be satisfied (repeat)."
+    ),
+) -> None:
+    """Register a team: build or take its image, run its replicas, wait for its dependencies."""
+    settings = RsmSettings()
+    policy = _policy(require_approval, approvers, requirements)
+
+    async def main() -> int:
+        try:
+            load_manifest(manifest)  # a bad manifest is named before anything is contacted
+        except ManifestError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            return EXIT_FAILED
+        lc = await LifecycleClient.connect(settings)
+        handle = await register_team(
+            lc, manifest, actor=actor, owner=owner, policy=policy, resource_id=resource_id
+        )
+        typer.echo(f"registered {handle.id}")
+        typer.echo(f"  Temporal UI: {lc.ui_link(handle.id)}")
+        if not wait:
+            return EXIT_ACTIVE
+        watcher = asyncio.create_task(_watch_blocked(lc, handle))
+        try:
+            status = await follow(lc, handle, timeout)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if status is None:
+            typer.secho(f"timed out after {timeout:.0f}s; still running", fg="yellow", err=True)
+            return EXIT_TIMEOUT
+        if status.state is ResourceState.ACTIVE:
+            team = (await team_status(handle)).team
+            typer.secho(f"{handle.id} is active", fg="green")
+            for instance in team.instances if team else []:
+                typer.echo(f"  replica {instance.replica}: {instance.endpoint}")
+            return EXIT_ACTIVE
+        if status.state in FAILED_STATES:
+            typer.secho(
+                f"{handle.id} {status.state.value}: {status.failure_reason}", fg="red", err=True
+            )
+            return EXIT_FAILED
+        typer.echo(f"{handle.id} is {status.state.value}")
+        return EXIT_OTHER
+
+    raise typer.Exit(_run(main()))
