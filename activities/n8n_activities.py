@@ -25,6 +25,8 @@ from temporalio.exceptions import ApplicationError
 from state.n8n_models import (
     DeployN8nRequest,
     ListWebhookPathsRequest,
+    N8nCredentialCheck,
+    N8nCredentialQuery,
     N8nDeployment,
     N8nFailureType,
     N8nHealthRequest,
@@ -159,6 +161,18 @@ class N8nApi:
                 return False
             raise
         return True
+
+    async def list_credentials(self) -> list[dict[str, Any]]:
+        """Every credential's id, name and type (never its secret). n8n 2.8.4 serves this to the
+        owner's key (scope `credential:list` where API key scopes are licensed)."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 250}
+        while True:
+            page = await self._call("GET", "/credentials", params=params)
+            found += list(page.get("data", []))
+            if not page.get("nextCursor"):
+                return found
+            params = {"cursor": page["nextCursor"], "limit": 250}
 
     def webhook_url(self, prefix: str, path: str) -> str:
         return f"{self.base_url}/{prefix}/{path}"
@@ -343,6 +357,39 @@ class N8nDeployer:
             ) from exc
         return str(existing["id"]) if deleted else None
 
+    @activity.defn(name="verify_n8n_credential")
+    async def verify_n8n_credential(self, req: N8nCredentialQuery) -> N8nCredentialCheck:
+        """Does the target n8n hold the credential a node references? Matched by type, and by id or
+        name when the node named one. `checked=False` when n8n cannot be asked: the caller then
+        takes a person's word for it."""
+        wanted = f"{req.credential_type} credential"
+        if req.name or req.credential_id:
+            wanted += f" {req.name or req.credential_id!r}"
+        if self._api_or_none is None:
+            return N8nCredentialCheck(checked=False, detail="not verified: no n8n configured")
+        try:
+            credentials = await self._api_or_none.list_credentials()
+        except (httpx.HTTPError, N8nApiError) as exc:
+            return N8nCredentialCheck(
+                checked=False, detail=f"not verified: n8n did not answer ({exc})"
+            )
+        for cred in credentials:
+            if cred.get("type") != req.credential_type:
+                continue
+            by_id = req.credential_id is not None and str(cred.get("id")) == req.credential_id
+            by_name = req.name is not None and cred.get("name") == req.name
+            if by_id or by_name or (req.name is None and req.credential_id is None):
+                return N8nCredentialCheck(
+                    checked=True,
+                    exists=True,
+                    credential_id=str(cred.get("id")),
+                    credential_name=cred.get("name"),
+                    detail=f"verified in n8n: {wanted} is credential {cred.get('id')}",
+                )
+        return N8nCredentialCheck(
+            checked=True, detail=f"n8n at {self._api_or_none.base_url} has no {wanted}"
+        )
+
     @activity.defn(name="check_n8n_workflow_health")
     async def check_n8n_workflow_health(self, req: N8nHealthRequest) -> N8nHealthResult:
         started = time.monotonic()
@@ -398,4 +445,5 @@ def n8n_activities(
         deployer.deactivate_n8n_workflow,
         deployer.delete_n8n_workflow,
         deployer.check_n8n_workflow_health,
+        deployer.verify_n8n_credential,
     ]

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from state.machines import ResourceState
-from state.models import LifecyclePolicy, ResourceRef
+from state.models import LifecyclePolicy, RequirementStatus, ResourceRef
 
 # The n8n release the catalog and the dev stack target by default (DESIGN §9: the newest whose
 # engines accept node 20).
@@ -126,6 +126,10 @@ class N8nLifecycleInput(BaseModel):
     resume_state: ResourceState | None = None
     n8n_workflow_id: str | None = None
     webhooks: list[N8nWebhook] = Field(default_factory=list)
+    # The gate's state: the credentials the last successful validation found (None: not validated
+    # yet) and every requirement's status.
+    credentials: list[N8nRequirement] | None = None
+    requirement_statuses: dict[str, RequirementStatus] = Field(default_factory=dict)
 
 
 # -- activity payloads ---------------------------------------------------------------------------
@@ -188,6 +192,24 @@ class N8nHealthResult(BaseModel):
     elapsed_seconds: float
 
 
+class N8nCredentialQuery(BaseModel):
+    """Does the target n8n hold a credential of this type (and this name or id, when the node
+    referenced one)?"""
+
+    credential_type: str
+    name: str | None = None
+    credential_id: str | None = None
+
+
+class N8nCredentialCheck(BaseModel):
+    # False: n8n could not be asked (down, no n8n configured, the key may not list credentials).
+    checked: bool
+    exists: bool = False
+    credential_id: str | None = None
+    credential_name: str | None = None
+    detail: str = ""
+
+
 class N8nStatus(BaseModel):
     """What the `get_n8n` query answers: where the workflow lives and what validation found."""
 
@@ -195,3 +217,4 @@ class N8nStatus(BaseModel):
     webhooks: list[N8nWebhook] = Field(default_factory=list)
     problems: list[N8nProblem] = Field(default_factory=list)
     requirements: list[N8nRequirement] = Field(default_factory=list)
+    requirement_statuses: dict[str, RequirementStatus] = Field(default_factory=dict)

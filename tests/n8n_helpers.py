@@ -108,3 +108,34 @@ async def _crashing_worker() -> None:
 def crashing_worker_main() -> None:
     """Entry point of the subprocess the durability test starts and SIGKILLs."""
     asyncio.run(_crashing_worker())
+
+
+# -- credentials in the test n8n ------------------------------------------------------------------
+
+
+async def create_credential(base_url: str, api_key: str, name: str, type_: str) -> str:
+    """Create a credential through n8n's public API (what a person does in the UI); its id."""
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"X-N8N-API-KEY": api_key}, timeout=30
+    ) as http:
+        response = await http.post(
+            "/api/v1/credentials",
+            json={"name": name, "type": type_, "data": {"name": "X-Token", "value": "t0ken"}},
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["id"])
+
+
+async def delete_credential(base_url: str, api_key: str, credential_id: str) -> None:
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"X-N8N-API-KEY": api_key}, timeout=30
+    ) as http:
+        await http.delete(f"/api/v1/credentials/{credential_id}")
+
+
+def credential_export(name: str, path: str) -> str:
+    """The notify-with-credential example on its own path, referencing a credential by `name`."""
+    doc = json.loads((N8N_EXAMPLES / "notify-with-credential.json").read_text())
+    doc["nodes"][0]["parameters"]["path"] = path
+    doc["nodes"][1]["credentials"]["httpHeaderAuth"]["name"] = name
+    return json.dumps(doc)

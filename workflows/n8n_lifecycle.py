@@ -8,12 +8,24 @@ needs (requirements) and its webhook paths, which is where other registrations l
 taken. `deployed` records the n8n workflow id. A failed step records `failed` with n8n's own message
 and waits for `retry` or `archive`; while settled the workflow serves `deactivate`, `activate` and
 `archive` (which deletes the workflow from n8n).
+
+Gates (patch `n8n-gates-and-operator-commands`): each credential the validation finds becomes a
+`credential` requirement (a `deployment_requirements` row), next to the policy's requirements and
+approval. The workflow rests at `validated` until every one is satisfied or waived and the approval
+is given, showing what it waits for in `BlockedOn` and `get_blocked_on`; a failed requirement, a
+rejection or a missed approval deadline records `failed` (through `deploying`: the machine has no
+arrow validated -> failed). A credential marked satisfied is looked up in the target n8n first
+(`verify_n8n_credential`): if n8n says it has none the update is refused (kept pending, the refusal
+in the status); if n8n cannot be asked, the update is taken as sent. Messages that arrive before the
+gate are kept. Operators get the MCP lifecycle's updates (`decide`, `command`, `transition`) with
+validators that refuse illegal requests at once. Histories recorded before the patch replay the old
+paths, which stay below unchanged; that is why this module runs past 400 lines.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -23,12 +35,22 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from state.commands import (
+        ApprovalDecision,
+        CommandResult,
+        ManualTransition,
+        OperatorCommand,
+        RequirementRecord,
+        RequirementUpdate,
+    )
     from state.errors import FailureType
     from state.machines import ResourceState
     from state.models import CommandRequest, LifecycleResult, LifecycleStatus, TransitionView
     from state.n8n_models import (
         DeployN8nRequest,
         ListWebhookPathsRequest,
+        N8nCredentialCheck,
+        N8nCredentialQuery,
         N8nDeployment,
         N8nFailureType,
         N8nHealthRequest,
@@ -44,7 +66,8 @@ with workflow.unsafe.imports_passed_through():
         ValidateN8nRequest,
     )
 
-from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, Lifecycle
+from workflows.gates import APPROVAL, Gates
+from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
 
 S = ResourceState
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -56,12 +79,29 @@ STEP_RETRY = RetryPolicy(
 )
 VALIDATE_TIMEOUT = timedelta(minutes=1)
 N8N_CALL_TIMEOUT = timedelta(minutes=1)
+# The credential lookup answers "could not ask" by itself; a retry only covers a lost worker.
+VERIFY_TIMEOUT = timedelta(seconds=45)
+VERIFY_RETRY = RetryPolicy(maximum_attempts=2)
+PATCH_GATES = "n8n-gates-and-operator-commands"
+MAX_REFUSALS = 10
+# States the lifecycle passes through by itself: a manual transition into one would strand it.
+TRANSIENT = frozenset({S.CREATED, S.VALIDATING, S.DEPLOYING, S.DEPLOYED})
 
 
 @dataclass
 class _Command:
     name: str
     request: CommandRequest
+    # Set on gated runs: what the command runner executes, and the answer an update waits for.
+    op: OperatorCommand | ManualTransition | None = None
+    outcome: CommandResult | None = None
+
+
+def _operator(name: str, request: CommandRequest) -> _Command:
+    op = OperatorCommand.model_validate(
+        {"command": name, "actor": request.actor or "operator", "reason": request.reason}
+    )
+    return _Command(name, request, op)
 
 
 class StepFailed(Exception):
@@ -101,17 +141,57 @@ class N8nLifecycleWorkflow:
         self._requirements: list[N8nRequirement] = []
         self._failure_reason: str | None = None
         self._commands: list[_Command] = []
+        # Decided by the first line of `run` (workflow.patched); None until then.
+        self._gated: bool | None = None
+        self._gates = Gates(
+            input.policy.approval, input.policy.actor, input.policy.requirements, []
+        )
+        for name, status in input.requirement_statuses.items():
+            self._gates.update_requirement(RequirementUpdate(name=name, status=status))
+        self._credentials: dict[str, N8nRequirement] | None = (
+            None if input.credentials is None else {r.name: r for r in input.credentials}
+        )
+        if input.credentials is not None:
+            self._requirements = list(input.credentials)
+        self._updates: list[RequirementUpdate] = []  # applied by the main loop (verification)
+        self._outbox: list[RequirementUpdate] = []  # mirrored into deployment_requirements
+        self._refusals: list[str] = []
+        self._gate_reached: datetime | None = None
+        self._busy = False  # a step is running: manual transitions wait for rest
 
     # -- queries -----------------------------------------------------------------------------
 
     @workflow.query
     def get_status(self) -> LifecycleStatus:
+        if not self._gated:
+            return LifecycleStatus(
+                ref=self._input.ref,
+                state=self._life.state,
+                blocked_on=list(self._life.blocked_on),
+                failure_reason=self._failure_reason,
+            )
         return LifecycleStatus(
             ref=self._input.ref,
             state=self._life.state,
-            blocked_on=list(self._life.blocked_on),
+            blocked_on=list(self._life.blocked_on)
+            if self._life.schema_error
+            else self._blocked_on(),
+            schema_error=self._life.schema_error,
             failure_reason=self._failure_reason,
+            version=self._input.spec.version,
+            approved_by=self._gates.approval.approver if self._gates.approval else None,
+            refusals=list(self._refusals),
         )
+
+    @workflow.query
+    def get_blocked_on(self) -> list[str]:
+        return self._blocked_on()
+
+    def _blocked_on(self) -> list[str]:
+        # Settled past the gate (or failed): nothing is awaited but an operator's command.
+        if self._life.state in {S.ACTIVE, S.INACTIVE, S.ARCHIVED, S.FAILED, S.FAILED_VALIDATION}:
+            return []
+        return self._gates.blocked_on()
 
     @workflow.query
     def get_transitions(self) -> list[TransitionView]:
@@ -124,30 +204,171 @@ class N8nLifecycleWorkflow:
             webhooks=list(self._webhooks),
             problems=list(self._problems),
             requirements=list(self._requirements),
+            requirement_statuses={n: r.status for n, r in self._gates.requirements.items()},
         )
 
     # -- signals (queued; the main loop runs them, never a handler) ----------------------------
 
     @workflow.signal
     def retry(self, request: CommandRequest) -> None:
-        self._commands.append(_Command("retry", request))
+        self._commands.append(_operator("retry", request))
 
     @workflow.signal
     def deactivate(self, request: CommandRequest) -> None:
-        self._commands.append(_Command("deactivate", request))
+        self._commands.append(_operator("deactivate", request))
 
     @workflow.signal
     def activate(self, request: CommandRequest) -> None:
-        self._commands.append(_Command("activate", request))
+        self._commands.append(_operator("activate", request))
 
     @workflow.signal
     def archive(self, request: CommandRequest) -> None:
-        self._commands.append(_Command("archive", request))
+        self._commands.append(_operator("archive", request))
+
+    @workflow.signal
+    def redeploy(self, command: OperatorCommand) -> None:
+        op = command.model_copy(update={"command": "redeploy"})
+        self._commands.append(_Command("redeploy", CommandRequest(actor=op.actor), op))
+
+    # -- gate messages (kept until the gate is reached, so an early one is never lost) ---------
+
+    def _refuse(self, message: str) -> None:
+        workflow.logger.warning("refused: %s", message)
+        self._refusals = [*self._refusals, message][-MAX_REFUSALS:]
+
+    def _refuse_approval(self, decision: ApprovalDecision) -> str | None:
+        if self._gated is False:
+            return "this lifecycle started before approvals existed for n8n workflows"
+        return self._gates.refuse_approval(decision)
+
+    def _decide(self, decision: ApprovalDecision, approve: bool) -> None:
+        if approve:
+            self._gates.approve(decision)
+        else:
+            self._gates.reject(decision)
+        self._outbox.append(
+            RequirementUpdate(
+                name=APPROVAL,
+                requirement_type="approval",
+                status="satisfied" if approve else "failed",
+                actor=decision.approver,
+                reason=decision.reason,
+            )
+        )
+
+    @workflow.signal
+    def approve(self, decision: ApprovalDecision) -> None:
+        if (why := self._refuse_approval(decision)) is not None:
+            self._refuse(why)
+        else:
+            self._decide(decision, approve=True)
+
+    @workflow.signal
+    def reject(self, decision: ApprovalDecision) -> None:
+        if (why := self._refuse_approval(decision)) is not None:
+            self._refuse(why)
+        else:
+            self._decide(decision, approve=False)
+
+    @workflow.update
+    def decide(self, decision: ApprovalDecision, approve: bool) -> CommandResult:
+        self._decide(decision, approve)
+        verb = "approved" if approve else "rejected"
+        return CommandResult(
+            accepted=True, state=self._life.state, message=f"{verb} by {decision.approver}"
+        )
+
+    @decide.validator
+    def _validate_decide(self, decision: ApprovalDecision, approve: bool) -> None:
+        if (why := self._refuse_approval(decision)) is not None:
+            raise ValueError(why)
+
+    @workflow.signal
+    def requirement_updated(self, update: RequirementUpdate) -> None:
+        # Applied by the main loop: a satisfied credential is looked up in n8n first.
+        self._updates.append(update)
+
+    # -- operator commands with an answer (updates) --------------------------------------------
+
+    @workflow.update
+    async def command(self, command: OperatorCommand) -> CommandResult:
+        queued = _Command(
+            command.command, CommandRequest(actor=command.actor, reason=command.reason), command
+        )
+        self._commands.append(queued)
+        # Safe to wait: the main loop takes commands in order and answers each before acting on it.
+        await workflow.wait_condition(lambda: queued.outcome is not None)
+        assert queued.outcome is not None
+        return queued.outcome
+
+    @command.validator
+    def _validate_command(self, command: OperatorCommand) -> None:
+        if (why := self._refusal_for(command)) is not None:
+            raise ValueError(why)
+
+    @workflow.update
+    async def transition(self, request: ManualTransition) -> CommandResult:
+        queued = _Command(
+            "transition", CommandRequest(actor=request.actor, reason=request.reason), request
+        )
+        self._commands.append(queued)
+        await workflow.wait_condition(lambda: queued.outcome is not None)
+        assert queued.outcome is not None
+        return queued.outcome
+
+    @transition.validator
+    def _validate_transition(self, request: ManualTransition) -> None:
+        if (why := self._transition_refusal(request)) is not None:
+            raise ValueError(why)
+
+    def _transition_refusal(self, request: ManualTransition) -> str | None:
+        if self._gated is False:
+            return "this lifecycle started before manual transitions existed for n8n workflows"
+        if self._busy:
+            return f"a step is running ({self._life.state}); try again when it rests"
+        if not self._life.can_move(request.to_state):
+            return f"illegal transition {self._life.state} -> {request.to_state} for n8n_workflow"
+        if request.to_state in TRANSIENT:
+            return f"{request.to_state} is a step the lifecycle runs itself: use a command"
+        if request.to_state is S.ARCHIVED:
+            return "use the archive command: it also deletes the workflow from n8n"
+        return None
+
+    def _refusal_for(self, command: OperatorCommand) -> str | None:
+        """Why `command` cannot run in the current state (checked again when it is taken)."""
+        state = self._life.state
+        name = command.command
+        if self._gated is False:
+            return "this lifecycle started before commands with answers: use the signal"
+        if name == "retry" and state not in {S.FAILED, S.FAILED_VALIDATION}:
+            return f"retry needs a failed resource; this one is {state}"
+        if name == "deactivate" and state is not S.ACTIVE:
+            return f"only an active workflow can be deactivated; this one is {state}"
+        if name == "activate" and state is not S.INACTIVE:
+            return f"only an inactive workflow can be activated; this one is {state}"
+        if name == "archive" and not self._life.can_move(S.ARCHIVED):
+            if state is S.VALIDATED:
+                return (
+                    "cannot archive while it waits at its gate (validated): reject it or mark a "
+                    "requirement failed first"
+                )
+            return f"cannot archive while {state}: wait until it rests"
+        if name == "scale":
+            return "an n8n workflow has no replicas: scale is not supported"
+        if name == "redeploy":
+            return (
+                "redeploy of a new export is not supported for n8n workflows yet: archive this "
+                "one and register the new export under a new id"
+            )
+        return None
 
     # -- main loop ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: N8nLifecycleInput) -> LifecycleResult:
+        self._gated = workflow.patched(PATCH_GATES)
+        if self._gated:
+            return await self._run_gated(input)
         if input.resume_state is None:
             await self._start()
         while self._life.state is not S.ARCHIVED:
@@ -167,19 +388,68 @@ class N8nLifecycleWorkflow:
             ref=input.ref, final_state=self._life.state, transitions=self._life.seq
         )
 
-    def _carry_over(self) -> N8nLifecycleInput:
-        return self._input.model_copy(
-            update={
-                "transition_seq": self._life.seq,
-                "resume_state": self._life.state,
-                "n8n_workflow_id": self._n8n_id,
-                "webhooks": self._webhooks,
-            }
+    async def _run_gated(self, input: N8nLifecycleInput) -> LifecycleResult:
+        if input.resume_state is None:
+            await self._start()
+        while self._life.state is not S.ARCHIVED:
+            await self._apply_updates()
+            await self._flush_requirements()
+            if self._commands:
+                await self._run_operator_command(self._commands.pop(0))
+            elif self._life.state is S.REGISTERED:
+                await self._provision()
+            elif self._life.state is S.VALIDATED:
+                await self._await_gates()
+            else:
+                await workflow.wait_condition(
+                    lambda: (
+                        bool(self._commands)
+                        or self._has_work()
+                        or workflow.info().is_continue_as_new_suggested()
+                    )
+                )
+                if not self._commands and not self._has_work():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    await self._life.drain_webhooks()
+                    workflow.continue_as_new(self._carry_over())
+        # An update that archived the resource is still waiting for its answer: let it finish.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._life.drain_webhooks()
+        return LifecycleResult(
+            ref=input.ref, final_state=self._life.state, transitions=self._life.seq
         )
+
+    def _has_work(self) -> bool:
+        """Requirement rows to mirror, or updates to apply (held until validation names the
+        credentials, so an early `satisfied` is verified like a later one)."""
+        return bool(self._outbox) or (bool(self._updates) and self._credentials is not None)
+
+    def _carry_over(self) -> N8nLifecycleInput:
+        update: dict[str, Any] = {
+            "transition_seq": self._life.seq,
+            "resume_state": self._life.state,
+            "n8n_workflow_id": self._n8n_id,
+            "webhooks": self._webhooks,
+        }
+        if self._gated:
+            update["credentials"] = (
+                None if self._credentials is None else list(self._credentials.values())
+            )
+            update["requirement_statuses"] = {
+                n: r.status for n, r in self._gates.requirements.items()
+            }
+        return self._input.model_copy(update=update)
 
     async def _start(self) -> None:
         spec = self._input.spec
         row = await self._life.register(self._input.name, spec.version, spec.recorded())
+        if self._gated:
+            self._outbox += list(self._gates.requirements.values())
+            if self._input.policy.approval.required:
+                self._outbox.append(
+                    RequirementUpdate(name=APPROVAL, requirement_type="approval", status="pending")
+                )
+            await self._flush_requirements()
         if row.current_state is S.CREATED:
             await self._life.move(S.REGISTERED, "lifecycle started", actor=self._input.policy.actor)
             return
@@ -199,7 +469,15 @@ class N8nLifecycleWorkflow:
         await self._life.move(S.FAILED, self._failure_reason)
 
     async def _provision(self) -> None:
-        """registered -> validating -> validated -> deploy, or -> failed_validation with every problem."""
+        """registered -> validating -> validated -> deploy (gated: the gate), or ->
+        failed_validation with every problem."""
+        self._busy = True
+        try:
+            await self._validate()
+        finally:
+            self._busy = False
+
+    async def _validate(self) -> None:
         spec = self._input.spec
         await self._life.move(
             S.VALIDATING, f"validating {spec.source} against n8n {spec.n8n_version}"
@@ -250,12 +528,22 @@ class N8nLifecycleWorkflow:
                 "webhook_paths": report.webhook_paths,
             },
         )
+        if self._gated:
+            self._enter_gate(report.requirements)
+            return
         await self._deploy(activate=not spec.deploy_inactive, reason="deploying to n8n")
 
-    async def _deploy(self, *, activate: bool, reason: str) -> None:
+    async def _deploy(self, *, activate: bool, reason: str, actor: str | None = None) -> None:
         """-> deploying -> deployed -> active | inactive, or -> failed with n8n's message."""
+        self._busy = True
+        try:
+            await self._deploy_steps(activate=activate, reason=reason, actor=actor)
+        finally:
+            self._busy = False
+
+    async def _deploy_steps(self, *, activate: bool, reason: str, actor: str | None) -> None:
         spec = self._input.spec
-        await self._life.move(S.DEPLOYING, reason)
+        await self._life.move(S.DEPLOYING, reason, actor=actor)
         try:
             deployment = await self._step(
                 "deploy_n8n_workflow",
@@ -377,3 +665,251 @@ class N8nLifecycleWorkflow:
             # n8n refused to deactivate or delete: the resource stays where it is, with the reason.
             self._failure_reason = _failure(err, command.name).reason
             workflow.logger.warning("%s failed: %s", command.name, self._failure_reason)
+
+    # -- the gate (gated runs) -----------------------------------------------------------------
+
+    def _enter_gate(self, credentials: list[N8nRequirement]) -> None:
+        """Validation named the credentials: each becomes a requirement. One already satisfied or
+        waived keeps its status (a retry); one that failed is pending again (a new look)."""
+        self._credentials = {c.name: c for c in credentials}
+        for cred in credentials:
+            current = self._gates.requirements.get(cred.name)
+            if current is None or current.status == "failed":
+                update = RequirementUpdate(
+                    name=cred.name, requirement_type="credential", status="pending"
+                )
+                if current is not None:
+                    self._gates.requirements.pop(cred.name)
+                self._gates.update_requirement(update)
+                self._outbox.append(update)
+        self._gate_reached = workflow.now()
+
+    async def _apply_updates(self) -> None:
+        if self._credentials is None:
+            return  # not validated yet: kept until the credentials are known
+        while self._updates:
+            update = self._updates.pop(0)
+            current = self._gates.requirements.get(update.name)
+            if current is not None and current.status == update.status:
+                continue  # a duplicate: recorded once
+            cred = self._credentials.get(update.name)
+            if cred is not None and update.status == "satisfied":
+                check = await self._verify(cred)
+                if check.checked and not check.exists:
+                    self._refuse(
+                        f"credential:{update.name} satisfied by {update.actor}: {check.detail}"
+                    )
+                    continue
+                note = f"{update.reason}; {check.detail}" if update.reason else check.detail
+                update = update.model_copy(update={"reason": note})
+            if self._gates.update_requirement(update):
+                self._outbox.append(self._gates.requirements[update.name])
+
+    async def _verify(self, cred: N8nRequirement) -> N8nCredentialCheck:
+        try:
+            return await workflow.execute_activity(
+                "verify_n8n_credential",
+                N8nCredentialQuery(
+                    credential_type=cred.credential_type,
+                    name=cred.name,
+                    credential_id=cred.credential_id,
+                ),
+                result_type=N8nCredentialCheck,
+                start_to_close_timeout=VERIFY_TIMEOUT,
+                retry_policy=VERIFY_RETRY,
+            )
+        except ActivityError as err:
+            return N8nCredentialCheck(
+                checked=False, detail=f"not verified: {_failure(err, 'verify').reason}"
+            )
+
+    async def _flush_requirements(self) -> None:
+        """Mirror requirement changes into deployment_requirements (for the awaiting-action view)."""
+        while self._outbox:
+            update = self._outbox.pop(0)
+            details = {"actor": update.actor, "reason": update.reason}
+            cred = (self._credentials or {}).get(update.name)
+            if cred is not None and update.requirement_type == "credential":
+                details.update(credential_type=cred.credential_type, nodes=", ".join(cred.nodes))
+                if cred.credential_id:
+                    details["credential_id"] = cred.credential_id
+            await workflow.execute_activity(
+                "record_requirement",
+                RequirementRecord(
+                    resource_id=self._input.ref.resource_id,
+                    name=update.name,
+                    requirement_type=update.requirement_type,
+                    status=update.status,
+                    details=details,
+                ),
+                result_type=RequirementRecord,
+                start_to_close_timeout=STORE_TIMEOUT,
+                retry_policy=STORE_RETRY,
+            )
+
+    async def _await_gates(self) -> None:
+        """Rest at `validated` until every requirement is satisfied or waived and the approval is
+        given, a requirement fails, the approval is rejected, its deadline passes, or a command or
+        a requirement update arrives (the main loop handles it and comes back)."""
+        policy = self._input.policy.approval
+        reached = self._gate_reached or workflow.now()
+        while True:
+            blocked = self._gates.blocked_on()
+            if blocked != self._life.blocked_on:
+                self._life.blocked_on = blocked
+                self._life.upsert_search_attributes()
+            if (failed := self._gates.failed_requirement()) is not None:
+                reason = f"requirement {failed.requirement_type}:{failed.name} failed"
+                await self._fail_at_gate(
+                    reason + (f": {failed.reason}" if failed.reason else ""),
+                    {"requirement": failed.name},
+                    actor=failed.actor,
+                )
+                return
+            if (rejection := self._gates.rejection) is not None:
+                await self._fail_at_gate(
+                    f"rejected by {rejection.approver}: {rejection.reason}",
+                    {"approver": rejection.approver},
+                    actor=rejection.approver,
+                )
+                return
+            if not blocked:
+                await self._leave_gate()
+                return
+            if self._commands or self._has_work():
+                return
+            seen = self._gates.version
+            timeout = None
+            if policy.deadline is not None and self._gates.approval is None:
+                timeout = max(policy.deadline - (workflow.now() - reached), timedelta(0))
+            try:
+                await workflow.wait_condition(
+                    lambda seen=seen: (  # type: ignore[misc]
+                        self._gates.version != seen or bool(self._commands) or self._has_work()
+                    ),
+                    timeout=timeout,
+                )
+            except TimeoutError:
+                if policy.on_deadline == "approve":
+                    self._gates.approve(
+                        ApprovalDecision(
+                            approver=SYSTEM_ACTOR,
+                            reason=f"no decision within {policy.deadline}: approved by policy",
+                        )
+                    )
+                else:
+                    await self._fail_at_gate(
+                        f"no approval within {policy.deadline}",
+                        {"deadline_seconds": policy.deadline.total_seconds()},  # type: ignore[union-attr]
+                    )
+                    return
+
+    async def _leave_gate(self) -> None:
+        approval = self._gates.approval
+        if approval is not None and self._input.policy.approval.required:
+            actor = approval.approver
+            reason = f"{approval.reason or f'approved by {approval.approver}'}; deploying to n8n"
+        else:
+            actor, reason = SYSTEM_ACTOR, "deploying to n8n"
+        self._life.blocked_on = []
+        self._gate_reached = None
+        await self._deploy(
+            activate=not self._input.spec.deploy_inactive, reason=reason, actor=actor
+        )
+
+    async def _fail_at_gate(
+        self, reason: str, details: dict[str, Any], actor: str | None = None
+    ) -> None:
+        # The n8n machine has no arrow validated -> failed: pass through deploying, which records
+        # that nothing was deployed.
+        self._life.blocked_on = []
+        self._gate_reached = None
+        self._failure_reason = reason
+        await self._life.move(
+            S.DEPLOYING, f"not deployed: {reason}", actor=actor, metadata={"gate": True, **details}
+        )
+        await self._life.move(S.FAILED, reason, actor=actor, metadata={"gate": True, **details})
+
+    # -- operator commands (gated runs) --------------------------------------------------------
+
+    async def _run_operator_command(self, queued: _Command) -> None:
+        op = queued.op
+        if isinstance(op, ManualTransition):
+            await self._manual_transition(queued, op)
+            return
+        if op is None:
+            op = _operator(queued.name, queued.request).op
+            assert isinstance(op, OperatorCommand)
+        if (why := self._refusal_for(op)) is not None:
+            queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
+            self._refuse(f"{op.command} from {op.actor}: {why}")
+            return
+        if op.command == "archive":
+            active = await self._life.list_dependents(S.ACTIVE)
+            if active:
+                why = (
+                    f"cannot archive: active dependents {', '.join(d.workflow_id for d in active)}"
+                )
+                queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
+                self._refuse(f"archive from {op.actor}: {why}")
+                return
+        actor, reason = op.actor, op.reason
+        try:
+            if op.command == "retry":
+                if self._gates.rejection is not None:
+                    # A retry after a rejection asks for a new decision.
+                    self._gates.reset_approval()
+                    self._outbox.append(
+                        RequirementUpdate(
+                            name=APPROVAL, requirement_type="approval", status="pending"
+                        )
+                    )
+                await self._life.move(S.REGISTERED, reason or "retry requested", actor=actor)
+            elif op.command == "deactivate":
+                n8n_id = await self._n8n_call("deactivate_n8n_workflow")
+                await self._life.move(
+                    S.INACTIVE,
+                    reason or "deactivated",
+                    actor=actor,
+                    metadata={"n8n_workflow_id": n8n_id},
+                )
+            elif op.command == "activate":
+                # Long: answered as it starts; the caller follows the state.
+                queued.outcome = CommandResult(
+                    accepted=True, state=self._life.state, message="activate started"
+                )
+                await self._deploy(
+                    activate=True,
+                    reason=reason or f"activation requested by {actor}",
+                    actor=actor,
+                )
+            elif op.command == "archive":
+                deleted = await self._n8n_call("delete_n8n_workflow")
+                await self._life.move(
+                    S.ARCHIVED,
+                    reason or "archived",
+                    actor=actor,
+                    metadata={"deleted_n8n_workflow_id": deleted},
+                )
+        except ActivityError as err:
+            # n8n refused to deactivate or delete: the resource stays where it is, with the reason.
+            self._failure_reason = _failure(err, op.command).reason
+            if queued.outcome is None:
+                queued.outcome = CommandResult(
+                    accepted=False, state=self._life.state, message=self._failure_reason
+                )
+            return
+        if queued.outcome is None:
+            queued.outcome = CommandResult(
+                accepted=True, state=self._life.state, message=f"{op.command} done"
+            )
+
+    async def _manual_transition(self, queued: _Command, request: ManualTransition) -> None:
+        if (why := self._transition_refusal(request)) is not None:
+            queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
+            return
+        await self._life.move(
+            request.to_state, request.reason, actor=request.actor, metadata={"manual": True}
+        )
+        # Answered once recorded: the caller reads the row the moment the update returns.
+        queued.outcome = CommandResult(accepted=True, state=request.to_state, message="recorded")

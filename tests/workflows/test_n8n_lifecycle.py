@@ -2,8 +2,9 @@
 
 Deploy path and webhook, deactivate/activate/archive, a deploy retried after a worker is killed
 (still one workflow in n8n), the broken example ending in failed_validation with every problem,
-webhook paths held by our other workflows, n8n's own refusal as the failure reason, and deploy
-inactive."""
+webhook paths held by our other workflows, n8n's own refusal as the failure reason, deploy
+inactive; and the gates: a credential requirement waits at `validated` until n8n has the credential,
+approvals, failed requirements and rejections, and operator commands refused at once."""
 
 from __future__ import annotations
 
@@ -20,29 +21,46 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from activities.n8n_activities import N8nApi, deploy_body
+from activities.n8n_activities import N8nApi, N8nDeployer, deploy_body
 from control.cli_n8n import n8n_status, start_n8n_lifecycle
-from control.client import LifecycleClient
-from state.machines import ResourceState
-from state.models import LifecyclePolicy, LifecycleStatus, TransitionRecord
-from state.n8n_models import Rule
+from control.client import CommandRefused, LifecycleClient
+from state.machines import ResourceState, ResourceType
+from state.models import (
+    ApprovalPolicy,
+    LifecyclePolicy,
+    LifecycleStatus,
+    RequirementSpec,
+    TransitionRecord,
+)
+from state.n8n_models import N8nCredentialQuery, Rule
 from state.n8n_queries import N8nQueries
 from state.postgres import PostgresStore
 from state.settings import RsmSettings
 from tests.conftest import REPO
 from tests.helpers import assert_eventually, running_worker, unique_id
-from tests.n8n_helpers import N8N_EXAMPLES, n8n_worker_activities, ours_in_n8n, webhook_export
+from tests.n8n_helpers import (
+    N8N_EXAMPLES,
+    create_credential,
+    credential_export,
+    delete_credential,
+    n8n_worker_activities,
+    ours_in_n8n,
+    webhook_export,
+)
 from workers.services.n8n import N8nAccess
+from workers.services.process import free_port
 from workers.worker import sandbox_runner
 from workflows.n8n_lifecycle import N8nLifecycleWorkflow
+from workflows.search_attributes import BLOCKED_ON
 
 # One n8n per session, whichever module asks first (a plugin, not a per-module import).
 pytest_plugins = ["tests.n8n_fixtures"]
 
 S = ResourceState
+N8N = ResourceType.N8N_WORKFLOW
 HAPPY_WALK = [
     (None, S.CREATED),
     (S.CREATED, S.REGISTERED),
@@ -205,23 +223,204 @@ async def test_broken_example_fails_validation_listing_every_problem(
     await save_history(handle, "n8n_failed_validation_archived")
 
 
-async def test_credential_requirement_is_recorded_and_the_workflow_deploys(
-    lc: LifecycleClient, store: PostgresStore, n8n_api: N8nApi
+async def blocked_at_gate(
+    lc: LifecycleClient, handle: WorkflowHandle[Any, Any], blocked: list[str]
+) -> LifecycleStatus:
+    """Waits at `validated` on exactly `blocked`, in the query and the BlockedOn attribute."""
+
+    async def check() -> LifecycleStatus:
+        status = await lc.status(handle)
+        assert status.state is S.VALIDATED and status.blocked_on == blocked, status
+        assert await handle.query("get_blocked_on", result_type=list[str]) == blocked
+        attrs = (await handle.describe()).typed_search_attributes
+        assert list(attrs.get(BLOCKED_ON) or []) == blocked
+        return status
+
+    return await assert_eventually(check, timeout=60, interval=0.2)
+
+
+async def test_credential_example_waits_at_validated_until_n8n_has_the_credential(
+    lc: LifecycleClient, store: PostgresStore, n8n_access: N8nAccess
 ) -> None:
     rid = unique_id("t-n8n-cred")
-    doc = json.loads((N8N_EXAMPLES / "notify-with-credential.json").read_text())
-    doc["nodes"][0]["parameters"]["path"] = f"notify-{rid}"
-    handle = await start(lc, json.dumps(doc), rid, name="Notify")
-    status = await settled(lc, handle)
-    assert status.state is S.ACTIVE, status.failure_reason
+    cred_name = f"Notifier token {rid}"
+    handle = await start(lc, credential_export(cred_name, f"notify-{rid}"), rid, name="Notify")
+    await blocked_at_gate(lc, handle, [f"credential:{cred_name}"])
     validated = row(await history(store, rid), S.VALIDATED)
     assert [
         (r["type"], r["credential_type"], r["name"]) for r in validated.metadata["requirements"]
-    ] == [("credential", "httpHeaderAuth", "Notifier API token")]
+    ] == [("credential", "httpHeaderAuth", cred_name)]
     assert "needs 1 credential(s)" in validated.reason
-    assert [r.name for r in (await n8n_status(handle)).requirements] == ["Notifier API token"]
-    await lc.command(handle, "archive", actor="test")
+    [req] = await store.list_requirements(rid)
+    assert (req.name, req.requirement_type, req.status) == (cred_name, "credential", "pending")
+    assert req.details["credential_type"] == "httpHeaderAuth"
+
+    # n8n has no such credential: the word of the operator is refused, the gate stays shut.
+    await lc.update_requirement(N8N, rid, cred_name, "satisfied", actor="dora")
+
+    async def refused() -> None:
+        status = await lc.status(handle)
+        assert status.refusals and "has no httpHeaderAuth credential" in status.refusals[-1]
+
+    await assert_eventually(refused, timeout=30)
+    await blocked_at_gate(lc, handle, [f"credential:{cred_name}"])
+    assert [r.status for r in await store.list_requirements(rid)] == ["pending"]
+
+    cred_id = await create_credential(
+        n8n_access.base_url, n8n_access.api_key, cred_name, "httpHeaderAuth"
+    )
+    try:
+        await lc.update_requirement(N8N, rid, cred_name, "satisfied", actor="dora")
+        status = await settled(lc, handle)
+        assert status.state is S.ACTIVE, status.failure_reason
+        assert status.blocked_on == []
+        [req] = await store.list_requirements(rid)
+        assert req.status == "satisfied" and req.details["actor"] == "dora"
+        assert f"is credential {cred_id}" in req.details["reason"]
+        walk = [(r.from_state, r.to_state) for r in await history(store, rid)]
+        assert walk == HAPPY_WALK
+        assert list((await handle.describe()).typed_search_attributes.get(BLOCKED_ON) or []) == []
+        await lc.run_command(N8N, rid, "archive", actor="test")
+        assert (await asyncio.wait_for(handle.result(), 60)).final_state is S.ARCHIVED
+    finally:
+        await delete_credential(n8n_access.base_url, n8n_access.api_key, cred_id)
+
+
+async def test_approval_gate_keeps_an_early_message_and_refuses_the_registrant(
+    lc: LifecycleClient, store: PostgresStore
+) -> None:
+    rid = unique_id("t-n8n-appr")
+    cred_name = f"Notifier token {rid}"
+    policy = FAST.model_copy(update={"approval": ApprovalPolicy(required=True)})
+    handle = await start_n8n_lifecycle(
+        lc,
+        credential_export(cred_name, f"notify-{rid}"),
+        source="test",
+        name="Notify",
+        resource_id=rid,
+        actor="alice",
+        policy=policy,
+    )
+    # Sent before validation has even named the credential: kept, applied at the gate.
+    await lc.update_requirement(N8N, rid, cred_name, "waived", actor="dora", reason="not needed")
+    await blocked_at_gate(lc, handle, ["approval"])
+    with pytest.raises(CommandRefused, match="alice registered this resource"):
+        await lc.approve(N8N, rid, approver="alice")
+    result = await lc.approve(N8N, rid, approver="bob", reason="looks right")
+    assert result.accepted
+    with pytest.raises(CommandRefused, match="already approved by bob"):
+        await lc.approve(N8N, rid, approver="carol")
+    status = await settled(lc, handle)
+    assert status.state is S.ACTIVE, status.failure_reason
+    assert status.approved_by == "bob"
+    deploying = row(await history(store, rid), S.DEPLOYING)
+    assert deploying.actor == "bob" and deploying.reason.startswith("looks right")
+    reqs = {r.name: (r.requirement_type, r.status) for r in await store.list_requirements(rid)}
+    assert reqs == {cred_name: ("credential", "waived"), "approval": ("approval", "satisfied")}
+    await lc.run_command(N8N, rid, "archive", actor="test")
     await asyncio.wait_for(handle.result(), 60)
+
+
+async def test_a_failed_requirement_or_a_rejection_fails_the_workflow_naming_it(
+    lc: LifecycleClient, store: PostgresStore
+) -> None:
+    policy = FAST.model_copy(
+        update={
+            "approval": ApprovalPolicy(required=True),
+            "requirements": [RequirementSpec(name="review")],
+        }
+    )
+    failed_rid, rejected_rid = unique_id("t-n8n-reqf"), unique_id("t-n8n-rej")
+    handles = {}
+    for rid in (failed_rid, rejected_rid):
+        handles[rid] = await start_n8n_lifecycle(
+            lc, webhook_export()[0], source="test", name="Gated", resource_id=rid, policy=policy
+        )
+        await blocked_at_gate(lc, handles[rid], ["other:review", "approval"])
+
+    await lc.update_requirement(N8N, failed_rid, "review", "failed", actor="erin", reason="no")
+    status = await settled(lc, handles[failed_rid])
+    assert status.state is S.FAILED
+    assert status.failure_reason == "requirement other:review failed: no"
+    await lc.reject(N8N, rejected_rid, approver="bob", reason="not now")
+    status = await settled(lc, handles[rejected_rid])
+    assert status.failure_reason == "rejected by bob: not now"
+    walk = [(r.from_state, r.to_state, r.actor) for r in await history(store, rejected_rid)]
+    assert walk[-2:] == [(S.VALIDATED, S.DEPLOYING, "bob"), (S.DEPLOYING, S.FAILED, "bob")]
+    for rid, h in handles.items():
+        assert (await lc.status(h)).blocked_on == []
+        await lc.run_command(N8N, rid, "archive", actor="test")
+        await asyncio.wait_for(h.result(), 60)
+
+
+async def test_commands_and_transitions_refuse_illegal_requests_at_once(
+    lc: LifecycleClient, store: PostgresStore, n8n_api: N8nApi
+) -> None:
+    rid = unique_id("t-n8n-cmd")
+    handle = await start(lc, webhook_export()[0], rid)
+    assert (await settled(lc, handle)).state is S.ACTIVE
+    refusals = {
+        "retry": "retry needs a failed resource; this one is active",
+        "activate": "only an inactive workflow can be activated",
+        "scale": "scale is not supported",
+        "redeploy": "redeploy of a new export is not supported",
+    }
+    for name, message in refusals.items():
+        with pytest.raises(CommandRefused, match=message):
+            await lc.run_command(N8N, rid, name, actor="dora")
+    with pytest.raises(CommandRefused, match="nothing awaits approval"):
+        await lc.approve(N8N, rid, approver="bob")
+    with pytest.raises(CommandRefused, match="illegal transition active -> deployed"):
+        await lc.transition(N8N, rid, S.DEPLOYED, actor="dora", reason="why not")
+    with pytest.raises(CommandRefused, match="validating is a step the lifecycle runs itself"):
+        await lc.transition(N8N, rid, S.VALIDATING, actor="dora", reason="why not")
+    with pytest.raises(CommandRefused, match="use the archive command"):
+        await lc.transition(N8N, rid, S.ARCHIVED, actor="dora", reason="done")
+    assert len(await history(store, rid)) == len(HAPPY_WALK)  # nothing recorded
+
+    result = await lc.run_command(N8N, rid, "deactivate", actor="dora", reason="maintenance")
+    assert (result.accepted, result.state) == (True, S.INACTIVE)
+    n8n_id = row(await history(store, rid), S.DEPLOYED).metadata["n8n_workflow_id"]
+    assert (await n8n_api.get_workflow(n8n_id) or {}).get("active") is False
+    result = await lc.transition(N8N, rid, S.ACTIVE, actor="dora", reason="manual")
+    assert (result.accepted, result.state) == (True, S.ACTIVE)
+    manual = (await history(store, rid))[-1]
+    assert (manual.actor, manual.reason, manual.metadata) == ("dora", "manual", {"manual": True})
+    result = await lc.run_command(N8N, rid, "archive", actor="dora")
+    assert (result.accepted, result.state) == (True, S.ARCHIVED)
+    assert (await asyncio.wait_for(handle.result(), 60)).final_state is S.ARCHIVED
+    assert await n8n_api.get_workflow(n8n_id) is None
+
+
+async def test_verify_credential_answers_from_n8n_or_says_it_could_not_ask(
+    n8n_api: N8nApi, n8n_access: N8nAccess
+) -> None:
+    name = unique_id("Verify me")
+    deployer = N8nDeployer(n8n_api)
+    query = N8nCredentialQuery(credential_type="httpHeaderAuth", name=name, credential_id="nope")
+    env = ActivityEnvironment()
+    missing = await env.run(deployer.verify_n8n_credential, query)
+    assert (missing.checked, missing.exists) == (True, False)
+    cred_id = await create_credential(
+        n8n_access.base_url, n8n_access.api_key, name, "httpHeaderAuth"
+    )
+    try:
+        found = await env.run(deployer.verify_n8n_credential, query)
+        assert (found.exists, found.credential_id, found.credential_name) == (True, cred_id, name)
+        by_id = query.model_copy(update={"name": "other", "credential_id": cred_id})
+        assert (await env.run(deployer.verify_n8n_credential, by_id)).exists
+        other_type = query.model_copy(update={"credential_type": "httpBasicAuth"})
+        assert not (await env.run(deployer.verify_n8n_credential, other_type)).exists
+    finally:
+        await delete_credential(n8n_access.base_url, n8n_access.api_key, cred_id)
+    down = N8nApi.connect(f"http://127.0.0.1:{free_port()}", "no-key", timeout=5)
+    try:
+        unreachable = await env.run(N8nDeployer(down).verify_n8n_credential, query)
+    finally:
+        await down.close()
+    assert unreachable.checked is False and "n8n did not answer" in unreachable.detail
+    unset = await env.run(N8nDeployer(None).verify_n8n_credential, query)
+    assert unset.checked is False
 
 
 async def test_webhook_path_held_by_our_active_workflow_fails_validation_until_released(
