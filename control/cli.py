@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable
 from datetime import datetime
@@ -114,11 +115,24 @@ async def follow(
     return None
 
 
+_STEP = re.compile(r"^Step (\d+)/(\d+) : ")
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else 0
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
 def _progress_line(progress: dict[str, Any] | None) -> str | None:
     if not progress:
         return None
-    if "step" in progress:
-        return f"{progress['activity']}: {progress['step']}"
+    if progress.get("step"):
+        step = str(progress["step"])
+        if (m := _STEP.match(step)) is not None:
+            # A build's "Step 3/7 : RUN ..." becomes a bar and the instruction.
+            bar = progress_bar(int(m.group(1)), int(m.group(2)))
+            return f"{progress['activity']} {bar} {step[m.end() :]}"
+        return f"{progress['activity']}: {step}"
     if progress.get("attempt", 0) > 1:
         return (
             f"{progress['activity']}: attempt {progress['attempt']} ({progress.get('last_error')})"
