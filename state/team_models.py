@@ -2,8 +2,9 @@
 
 A team is an agent service described by a YAML manifest (examples/teams/research-team/team.yaml):
 a name, an owner, either a build context (a directory with a Dockerfile, relative to the manifest) or
-a ready image, a replica count, and the resources it depends on (`mcp_server/toolbox` or
-`{type: mcp_server, id: toolbox}`). `load_manifest` turns a file into a `TeamManifest` or raises
+a ready image, a replica count, the resources it depends on (`mcp_server/toolbox` or
+`{type: mcp_server, id: toolbox}`) and the runtime that runs it (`docker`, the default, or
+`kubernetes`: one Deployment with `replicas` pods behind a Service). `load_manifest` turns a file into a `TeamManifest` or raises
 `ManifestError` naming the field at fault, so a bad manifest never reaches a workflow.
 
 Pure pydantic, like state/models.py: the team runtime activities (activities/team_runtime.py) take
@@ -29,6 +30,7 @@ from pydantic_core import PydanticCustomError
 from state.commands import ApprovalDecision
 from state.machines import ResourceState, ResourceType
 from state.models import LifecyclePolicy, LifecycleStatus, RequirementStatus, ResourceRef
+from state.runtime_models import RuntimeKind
 
 MAX_REPLICAS = 20
 # `ApplicationError.type` of a failed team health check (state.errors.FailureType style; kept here
@@ -111,6 +113,9 @@ class TeamManifest(BaseModel):
     # answer HTTP 200 for an instance to count as healthy; without it, running is healthy.
     port_env: str = Field(default="PORT", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     health_path: str | None = Field(default=None, pattern=r"^/")
+    # docker: one container per replica on this machine, each health-checked over HTTP. kubernetes:
+    # a Deployment of `replicas` pods; their readiness probe is the health check.
+    runtime: RuntimeKind = "docker"
 
     @model_validator(mode="after")
     def _one_source(self) -> TeamManifest:
@@ -215,10 +220,24 @@ class TeamDeployment(BaseModel):
     image: str
     version: str
     instances: list[TeamInstance] = Field(default_factory=list)
+    # Kubernetes: the Deployment (namespace/deployment/name), the Service's URL and spec.replicas;
+    # the pods behind them are the cluster's to replace, so they are not listed as instances.
+    runtime_ref: str | None = None
+    endpoint: str | None = None
+    desired_replicas: int | None = None
 
     @property
     def replicas(self) -> int:
+        if self.desired_replicas is not None:
+            return self.desired_replicas
         return len(self.instances)
+
+    @property
+    def where(self) -> str:
+        """Where the team answers, for a transition's reason."""
+        if self.endpoint is not None:
+            return self.endpoint
+        return ", ".join(i.endpoint for i in self.instances)
 
 
 class TeamLifecycleInput(BaseModel):

@@ -12,6 +12,13 @@ While active: `scale` (active -> scaling -> active), a dependency leaving `activ
 back to `awaiting_dependencies` (its instances keep running) and its return brings it back;
 `deactivate`, `activate`, `archive` (refused while active dependents exist; stops the instances),
 `retry`, `redeploy` (a failure rolls back to the last known good version), manual transitions.
+
+Two runtimes, chosen by the manifest's `runtime`. docker: one container per replica, each checked
+over HTTP. kubernetes: one Deployment of `replicas` pods, applied server-side and waited for until
+the rollout is complete (the cluster's readiness probe is the health check, so the rollout's ready
+pods are the team's health); scale patches spec.replicas and waits again, deactivate scales to
+zero, archive deletes what was applied. A rollout that cannot succeed (ImagePullBackOff,
+CrashLoopBackOff, unschedulable) fails the team with the pod named.
 """
 
 from __future__ import annotations
@@ -34,8 +41,18 @@ with workflow.unsafe.imports_passed_through():
         LifecycleResult,
         StopRuntimeRequest,
     )
+    from state.runtime_models import (
+        KubernetesActivity,
+        KubernetesApplyResult,
+        KubernetesDeployRequest,
+        KubernetesScaleRequest,
+        KubernetesScaleResult,
+        RolloutStatus,
+        RolloutWaitRequest,
+    )
     from state.team_models import (
         MAX_REPLICAS,
+        InstanceHealth,
         TeamDeployment,
         TeamDeployRequest,
         TeamHealth,
@@ -266,21 +283,92 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
         """deploying -> (instances started, every one healthy) -> deployed; the main loop then
         takes the team through its gate."""
         replicas = self._manifest.replicas
+        where = "Kubernetes" if self._on_kubernetes else "the local Docker runtime"
         await self._life.move(
-            S.DEPLOYING,
-            f"{note}deploying {replicas} instance(s) of {image} on the local Docker runtime",
+            S.DEPLOYING, f"{note}deploying {replicas} instance(s) of {image} on {where}"
         )
-        deployment = await self._runtime_step("deploy_team", image, version, replicas)
-        health = await self._check_health(deployment)
+        if self._on_kubernetes:
+            deployment, health = await self._deploy_on_kubernetes(image, version, replicas)
+        else:
+            deployment = await self._runtime_step("deploy_team", image, version, replicas)
+            health = await self._check_health(deployment)
         await self._life.move(
             S.DEPLOYED,
-            f"{note}{health.summary()}: " + ", ".join(i.endpoint for i in deployment.instances),
+            f"{note}{health.summary()}: {deployment.where}",
             metadata={
                 "deployment": deployment.model_dump(mode="json"),
                 "health": health.model_dump(mode="json"),
             },
         )
         self._failure_reason = None
+
+    @property
+    def _on_kubernetes(self) -> bool:
+        return self._manifest.runtime == "kubernetes"
+
+    async def _deploy_on_kubernetes(
+        self, image: str, version: str, replicas: int
+    ) -> tuple[TeamDeployment, TeamHealth]:
+        """Server-side apply of the Deployment and its Service, then the rollout's truth. A
+        rollback re-applies the good image, which renders the pod template it had before."""
+        applied = await self._step(
+            KubernetesActivity.APPLY,
+            KubernetesDeployRequest(
+                resource_id=self._input.ref.resource_id,
+                name=self._input.name,
+                version=version,
+                image=image,
+                # The Service's root: a team is an HTTP service, not an MCP endpoint.
+                mcp_path="",
+                replicas=replicas,
+                env=self._manifest.env,
+            ),
+            KubernetesApplyResult,
+            timeout=timedelta(minutes=1),
+            heartbeat=self._policy.step_heartbeat_timeout,
+            retry=STEP_RETRY,
+        )
+        deployment = TeamDeployment(
+            runtime="kubernetes",
+            image=image,
+            version=version,
+            runtime_ref=applied.deployment.runtime_ref,
+            endpoint=applied.deployment.endpoint,
+            desired_replicas=applied.replicas,
+        )
+        self._deployment = deployment
+        return deployment, await self._wait_rollout(deployment, applied.generation)
+
+    async def _wait_rollout(self, deployment: TeamDeployment, generation: int | None) -> TeamHealth:
+        """The team's health on Kubernetes: a complete rollout of this generation, whose ready
+        pods passed the readiness probe (the cluster's health check, so no probe of our own)."""
+        timeout = self._policy.deploy_timeout
+        rollout = await self._step(
+            KubernetesActivity.WAIT_ROLLOUT,
+            RolloutWaitRequest(
+                resource_id=self._input.ref.resource_id,
+                min_generation=generation,
+                timeout_seconds=timeout.total_seconds(),
+            ),
+            RolloutStatus,
+            timeout=timeout + timedelta(seconds=30),
+            heartbeat=max(self._policy.step_heartbeat_timeout, timedelta(seconds=30)),
+            retry=STEP_RETRY,
+        )
+        self._health = TeamHealth(
+            instances=[
+                InstanceHealth(
+                    replica=n,
+                    container_id=pod.name,
+                    endpoint=deployment.endpoint or "",
+                    healthy=pod.ready,
+                    detail=pod.describe(),
+                )
+                for n, pod in enumerate(rollout.pods)
+            ],
+            elapsed_seconds=rollout.elapsed_seconds,
+        )
+        return self._health
 
     async def _runtime_step(
         self, name: str, image: str, version: str, replicas: int
@@ -391,8 +479,13 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
         if command.command == "retry":
             await self._life.move(S.REGISTERED, reason or "retry requested", actor=actor)
         elif command.command in {"deactivate", "archive"}:
+            stop = "stop_team"
+            if self._on_kubernetes:
+                # Deactivate scales to zero (the objects stay for activate); archive deletes them.
+                archive = command.command == "archive"
+                stop = KubernetesActivity.DELETE if archive else KubernetesActivity.DEACTIVATE
             await workflow.execute_activity(
-                "stop_team",
+                stop,
                 StopRuntimeRequest(resource_id=self._input.ref.resource_id),
                 start_to_close_timeout=timedelta(minutes=1),
                 retry_policy=STEP_RETRY,
@@ -431,6 +524,31 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
             actor=command.actor,
         )
 
+        async def scale_on_kubernetes() -> None:
+            scaled = await self._step(
+                KubernetesActivity.SCALE,
+                KubernetesScaleRequest(resource_id=self._input.ref.resource_id, replicas=replicas),
+                KubernetesScaleResult,
+                timeout=timedelta(minutes=1),
+                heartbeat=self._policy.step_heartbeat_timeout,
+                retry=STEP_RETRY,
+            )
+            after = before.model_copy(update={"desired_replicas": replicas})
+            self._deployment = after
+            self._manifest = self._manifest.model_copy(update={"replicas": replicas})
+            health = await self._wait_rollout(after, scaled.generation)
+            await self._life.move(
+                S.ACTIVE,
+                f"{replicas} replicas: {health.summary()}",
+                metadata={
+                    "replicas": replicas,
+                    "previous_replicas": scaled.previous_replicas,
+                    "deployment": after.runtime_ref,
+                    "health": health.model_dump(mode="json"),
+                },
+            )
+            self._last_good = after
+
         async def scale() -> None:
             after = await self._runtime_step("scale_team", before.image, before.version, replicas)
             self._manifest = self._manifest.model_copy(update={"replicas": replicas})
@@ -453,4 +571,5 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
             )
             self._last_good = after
 
-        await self._guarded(scale(), "scaling superseded by a redeploy")
+        work = scale_on_kubernetes() if self._on_kubernetes else scale()
+        await self._guarded(work, "scaling superseded by a redeploy")
