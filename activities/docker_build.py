@@ -45,26 +45,42 @@ class BuildLog:
         self.step: str | None = None
         self.step_stderr: str | None = None
         self.step_stdout: str | None = None
+        self._partial = ""
+        self._stderr = False
 
     def feed(self, text: str) -> None:
-        is_stderr = text.startswith(_STDERR_START)
-        for raw in _ANSI.sub("", text).splitlines():
-            line = raw.rstrip()
-            if not line.strip():
-                continue
-            self.lines += 1
-            self.tail.append(line)
-            if line.startswith("Step "):
-                self.step, self.step_stderr, self.step_stdout = line.strip(), None, None
-            elif line.startswith(_ENGINE_LINES):
-                continue
-            elif is_stderr:
-                self.step_stderr = line.strip()
-            else:
-                self.step_stdout = line.strip()
+        """Take one stream chunk. A line may come in several chunks (`cat: ` then the rest), so
+        text after the last newline waits for the next chunk."""
+        self._stderr = self._stderr or text.startswith(_STDERR_START)
+        self._partial += _ANSI.sub("", text)
+        *complete, self._partial = self._partial.split("\n")
+        for raw in complete:
+            self._line(raw, self._stderr)
+            self._stderr = text.startswith(_STDERR_START) and bool(self._partial)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._line(self._partial, self._stderr)
+            self._partial, self._stderr = "", False
+
+    def _line(self, raw: str, is_stderr: bool) -> None:
+        line = raw.rstrip()
+        if not line.strip():
+            return
+        self.lines += 1
+        self.tail.append(line)
+        if line.startswith("Step "):
+            self.step, self.step_stderr, self.step_stdout = line.strip(), None, None
+        elif line.startswith(_ENGINE_LINES):
+            return
+        elif is_stderr:
+            self.step_stderr = line.strip()
+        else:
+            self.step_stdout = line.strip()
 
     def failure_reason(self, engine_error: str) -> str:
         """The engine's line says which step failed; the step's own output says why."""
+        self.flush()
         why = self.step_stderr or self.step_stdout
         return engine_error if not why or why in engine_error else f"{engine_error}: {why}"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import sys
 from collections.abc import Awaitable
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
@@ -56,6 +58,27 @@ def _run(coro: Awaitable[T]) -> T:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except (StoreError, SourceError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
+        )
+        typer.secho(f"error: invalid input: {problems}", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except RPCError as exc:
+        if "already completed" in str(exc):
+            typer.secho(
+                "refused: this resource's lifecycle has ended (it is archived); an archived id"
+                " is not reused: register the resource under a new id",
+                fg="red",
+                err=True,
+            )
+        elif "not found" in str(exc).lower():
+            typer.secho(
+                f"error: no lifecycle for that resource in Temporal: {exc}", fg="red", err=True
+            )
+        else:
+            typer.secho(f"error: Temporal refused the request: {exc}", fg="red", err=True)
         raise typer.Exit(EXIT_FAILED) from None
     except RuntimeError as exc:
         if "Failed client connect" in str(exc) or "connection" in str(exc).lower():
@@ -121,6 +144,15 @@ _STEP = re.compile(r"^Step (\d+)/(\d+) : ")
 def progress_bar(done: int, total: int, width: int = 20) -> str:
     filled = round(width * done / total) if total else 0
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
+
+
+async def _waiting_on(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) -> str:
+    """What the resource waits on, for a timeout message (empty when nothing or unknown)."""
+    try:
+        blocked = (await lc.status(handle)).blocked_on
+    except RPCError:
+        return ""
+    return f", waiting on {', '.join(blocked)}" if blocked else ""
 
 
 def _progress_line(progress: dict[str, Any] | None) -> str | None:
@@ -200,7 +232,10 @@ def register_mcp(
             return EXIT_ACTIVE
         status = await follow(lc, handle, timeout)
         if status is None:
-            typer.secho(f"timed out after {timeout:.0f}s; still running", fg="yellow", err=True)
+            waiting = await _waiting_on(lc, handle)
+            typer.secho(
+                f"timed out after {timeout:.0f}s; still running{waiting}", fg="yellow", err=True
+            )
             return EXIT_TIMEOUT
         if status.state is ResourceState.ACTIVE:
             endpoint = status.deployment.endpoint if status.deployment else "?"
@@ -211,6 +246,14 @@ def register_mcp(
                 f"{handle.id} {status.state.value}: {status.failure_reason}", fg="red", err=True
             )
             return EXIT_FAILED
+        if status.state is ResourceState.ARCHIVED:
+            typer.secho(
+                f"{handle.id} was archived earlier: an archived id is not reused;"
+                " register the resource under a new --id",
+                fg="red",
+                err=True,
+            )
+            return EXIT_FAILED
         typer.echo(f"{handle.id} is {status.state.value}")
         return EXIT_OTHER
 
@@ -218,7 +261,9 @@ def register_mcp(
 
 
 async def _store(settings: RsmSettings) -> PostgresStore:
-    return await PostgresStore.connect(settings.database_url, max_size=2)
+    # A person is waiting: say at once that the database is down, without the pool's retry noise.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    return await PostgresStore.connect(settings.database_url, max_size=2, timeout=5)
 
 
 @app.command()
@@ -253,7 +298,7 @@ def status(
                 return 0
             row = await store.get_resource(resource_id)
             if row is None:
-                typer.secho(f"no resource {resource_id!r}", fg="red", err=True)
+                typer.secho(f"error: no resource {resource_id!r}", fg="red", err=True)
                 return EXIT_FAILED
             details: dict[str, Any] = row.model_dump(mode="json")
             if row.resource_type is ResourceType.MCP_SERVER:
@@ -300,7 +345,7 @@ def history(
         try:
             row = await store.get_resource(resource_id)
             if row is None:
-                typer.secho(f"no resource {resource_id!r}", fg="red", err=True)
+                typer.secho(f"error: no resource {resource_id!r}", fg="red", err=True)
                 return EXIT_FAILED
             records = await store.list_transitions(resource_id)
             if as_json:

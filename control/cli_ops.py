@@ -237,8 +237,16 @@ def awaiting_command(
         if as_json:
             _echo_json([r.model_dump(mode="json") for r in rows])
             return 0
+        if not rows:
+            typer.echo("nothing awaits action")
+            return 0
+        typer.echo(f"{'ID':<28} {'TYPE':<13} {'STATE':<22} WAITING ON")
         for r in rows:
-            waits = ", ".join(r.waiting_on) or "-"
+            waits = ", ".join(r.waiting_on) or (
+                "its failure: retry, redeploy or archive"
+                if r.current_state in FAILURE_STATES
+                else "-"
+            )
             typer.echo(
                 f"{r.resource_id:<28} {r.resource_type.value:<13} {r.current_state.value:<22} {waits}"
             )
@@ -253,7 +261,7 @@ def wait_command(
     state: ResourceState = typer.Option(
         ResourceState.ACTIVE, "--state", help="The state to wait for."
     ),
-    timeout: float = typer.Option(600, "--timeout", help="Seconds."),
+    timeout: float = typer.Option(600, "--timeout", min=0.1, help="Seconds."),
     interval: float = typer.Option(0.5, "--interval"),
 ) -> None:
     """Wait until a resource is in STATE: exit 0 when it is, 1 when it fails or is archived
@@ -280,8 +288,7 @@ def wait_command(
                     return EXIT_FAILED
                 if loop.time() >= deadline:
                     typer.secho(
-                        f"timed out after {timeout:.0f}s: {resource_id} is "
-                        f"{row.current_state.value}",
+                        f"timed out after {timeout:g}s: {resource_id} is {row.current_state.value}",
                         fg="yellow",
                         err=True,
                     )

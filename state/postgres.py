@@ -60,12 +60,14 @@ class PostgresStore:
         self._pool = pool
 
     @classmethod
-    async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 8) -> PostgresStore:
+    async def connect(
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 15.0
+    ) -> PostgresStore:
         pool = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
         )
         try:
-            await pool.open(wait=True, timeout=15)
+            await pool.open(wait=True, timeout=timeout)
         except Exception as exc:
             await pool.close()
             raise StoreUnavailableError(

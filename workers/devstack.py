@@ -8,6 +8,8 @@ local base images and the worker. `down` stops exactly what `up` started, by PID
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import secrets
 import sys
@@ -133,14 +135,22 @@ class DevStack:
         return port
 
     def start_worker(self, extra_env: dict[str, str] | None = None) -> None:
-        if read_pid(self.worker_pid_file) is not None:
-            return
         env = {
             "RSM_MCP_BASE_IMAGE": self.settings.mcp_base_image or PYTHON_MCP_IMAGE,
             "RSM_DATABASE_URL": self.settings.database_url,
             "RSM_TEMPORAL_ADDRESS": self.settings.temporal_address,
             **(extra_env or {}),
         }
+        # A worker started without n8n (or with another n8n) would fail n8n deploys: restart it
+        # when what it was started with differs from what this `up` would give it.
+        fingerprint = self.worker_pid_file.with_suffix(".env")
+        wanted = hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()
+        if read_pid(self.worker_pid_file) is not None:
+            if fingerprint.exists() and fingerprint.read_text() == wanted:
+                return
+            stop_pid(self.worker_pid_file)
+        self.worker_pid_file.parent.mkdir(parents=True, exist_ok=True)
+        fingerprint.write_text(wanted)
         spawn(
             [sys.executable, "-m", "workers.main", "worker"],
             self.worker_log,
@@ -179,6 +189,10 @@ class DevStack:
         say(f"temporal    {mark(self.temporal.running())}  {self.settings.temporal_address}")
         say(f"n8n         {mark(self.n8n.running())}")
         say(f"worker      {mark(read_pid(self.worker_pid_file) is not None)}")
+        api_up = read_pid(self.settings.state_dir / "pids" / "api.pid") is not None
+        say(
+            f"api         {mark(api_up)}  http://127.0.0.1:{os.environ.get('RSM_API_PORT', '8000')}/"
+        )
         say(
             f"docker      {'started by rsm' if self.docker.started_by_us() else 'external or down'}"
         )

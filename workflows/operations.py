@@ -56,6 +56,8 @@ STEP_RETRY = RetryPolicy(
 )
 PATCH_ARCHIVE_CHECKS_DEPENDENTS = "archive-refused-while-dependents-active"
 MAX_REFUSALS = 10
+# States an operator may record by hand: resting states that need no step of the lifecycle.
+MANUAL_TARGETS = frozenset({S.ACTIVE, S.INACTIVE, S.FAILED})
 # States a lifecycle that finds its resource already in the database adopts as they are; any other
 # (a step was in flight when the earlier lifecycle ended) is marked failed.
 _ADOPTABLE = frozenset({S.ACTIVE, S.INACTIVE, S.ARCHIVED, S.REGISTERED, S.FAILED})
@@ -270,8 +272,19 @@ class OperatedWorkflow(Generic[DeploymentT]):
     def _validate_transition(self, request: ManualTransition) -> None:
         if self._busy:
             raise ValueError(f"a step is running ({self._life.state}); try again when it rests")
-        if not self._life.can_move(request.to_state):
-            raise ValueError(self._illegal(request.to_state))
+        if (why := self._manual_refusal(request.to_state)) is not None:
+            raise ValueError(why)
+
+    def _manual_refusal(self, to_state: ResourceState) -> str | None:
+        if not self._life.can_move(to_state):
+            return self._illegal(to_state)
+        if to_state not in MANUAL_TARGETS:
+            # Recording `building` by hand would leave the resource there with nothing building.
+            return (
+                f"{to_state} is a step the lifecycle runs itself: use a command (retry, redeploy,"
+                f" activate, deactivate, archive); by hand only {', '.join(sorted(MANUAL_TARGETS))}"
+            )
+        return None
 
     def _illegal(self, to_state: ResourceState) -> str:
         kind = self._life.ref.resource_type.value
@@ -502,8 +515,7 @@ class OperatedWorkflow(Generic[DeploymentT]):
             )
 
     async def _manual_transition(self, queued: QueuedCommand, request: ManualTransition) -> None:
-        if not self._life.can_move(request.to_state):
-            why = self._illegal(request.to_state)
+        if (why := self._manual_refusal(request.to_state)) is not None:
             queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
             return
         # Answered once recorded, like the quick commands: the caller may read the row at once.

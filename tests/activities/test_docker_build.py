@@ -42,6 +42,19 @@ def test_build_log_prefers_the_failing_steps_stderr_whatever_the_order() -> None
         )
 
 
+def test_build_log_joins_a_line_the_engine_sent_in_pieces() -> None:
+    log = BuildLog()
+    for chunk in [
+        "Step 2/3 : RUN cat /x\n",
+        "\x1b[91mcat: \x1b[0m",
+        "\x1b[91m/x: No such file\n\x1b[0m",
+    ]:
+        log.feed(chunk)
+    assert log.failure_reason("returned a non-zero code: 1") == (
+        "returned a non-zero code: 1: cat: /x: No such file"
+    )
+
+
 def test_build_log_without_step_output_keeps_the_engine_line_and_a_bounded_tail() -> None:
     log = BuildLog(tail_lines=3)
     for i in range(10):

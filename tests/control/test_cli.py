@@ -153,6 +153,10 @@ async def test_register_wait_exits_non_zero_with_the_reason_when_the_build_fails
         (["history", "no-such-resource"], "no resource 'no-such-resource'"),
         (["status", "no-such-resource"], "no resource 'no-such-resource'"),
         (["command", "x", "explode"], "unknown command 'explode'"),
+        (
+            ["register", "mcp", str(EXAMPLES / "mcp/toolbox"), "--id", "Bad Id/1"],
+            "error: invalid input: resource_id: String should match pattern",
+        ),
     ],
 )
 async def test_bad_input_gets_a_clear_error_and_no_traceback(

@@ -65,3 +65,7 @@ async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli
     assert code == 0, err
     code, _, err = await rsm("wait", rid, "--state", "active", "--timeout", "30")
     assert code == 1 and f"{rid} is archived: done" in err
+    # Writes to an archived resource are refused by name, not with a traceback.
+    code, _, err = await rsm("command", rid, "retry")
+    assert code == 1 and "refused: this resource's lifecycle has ended (it is archived)" in err
+    assert "Traceback" not in err

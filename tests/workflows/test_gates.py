@@ -241,6 +241,9 @@ async def test_manual_transitions_are_checked_against_the_machine(
         await lifecycle.transition("mcp_server", rid, "built", actor="ops", reason="why not")
     with pytest.raises(CommandRefused, match="retry needs a failed resource; this one is active"):
         await lifecycle.run_command("mcp_server", rid, "retry", actor="ops")
+    # active -> building is an arrow (a redeploy takes it), but by hand nothing would build.
+    with pytest.raises(CommandRefused, match="building is a step the lifecycle runs itself"):
+        await lifecycle.transition("mcp_server", rid, "building", actor="ops", reason="poke")
     result = await lifecycle.transition(
         "mcp_server", rid, "inactive", actor="ops", reason="paused by hand"
     )
