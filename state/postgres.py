@@ -177,17 +177,7 @@ class PostgresStore:
                     )
         except psycopg.Error as exc:
             raise _translate(exc) from exc
-        return TransitionRecord(
-            transition_id=row["transition_id"],
-            resource_id=request.ref.resource_id,
-            from_state=row["previous_state"],
-            to_state=row["new_state"],
-            actor=request.actor,
-            reason=request.reason,
-            metadata=request.metadata,
-            recorded_at=row["recorded_at"],
-            replayed=row["replayed"],
-        )
+        return transition_record(request, row)
 
     async def get_resource(self, resource_id: str) -> ResourceRow | None:
         rows = await self._fetch(
@@ -318,6 +308,21 @@ class PostgresStore:
             "select resource_type, state, count from public.resource_state_overview"
             " order by resource_type, state"
         )
+
+
+def transition_record(request: TransitionRequest, row: dict[str, Any]) -> TransitionRecord:
+    """The `record_transition` function's result row (whichever adapter called it) as a record."""
+    return TransitionRecord(
+        transition_id=row["transition_id"],
+        resource_id=request.ref.resource_id,
+        from_state=row["previous_state"],
+        to_state=row["new_state"],
+        actor=request.actor,
+        reason=request.reason,
+        metadata=request.metadata,
+        recorded_at=row["recorded_at"],
+        replayed=row["replayed"],
+    )
 
 
 def _redact(dsn: str) -> str:

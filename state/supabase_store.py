@@ -31,6 +31,7 @@ from state.models import (
     TransitionRequest,
 )
 from state.postgres import _SQLSTATE_ERRORS as SQLSTATE_ERRORS  # one table for both adapters
+from state.postgres import transition_record
 from supabase import AsyncClient, AsyncClientOptions
 
 # PostgREST's own codes (PGRST*) that mean the database lacks what the code expects: a function or
@@ -203,17 +204,7 @@ class SupabaseStore:
             # still never shows an endpoint whose `available` row is missing; if this call fails the
             # activity's retry replays the transition (same key, no new row) and writes it again.
             await self._upsert_registry(request.ref.resource_id, request.mcp_registry)
-        return TransitionRecord(
-            transition_id=row["transition_id"],
-            resource_id=request.ref.resource_id,
-            from_state=row["previous_state"],
-            to_state=row["new_state"],
-            actor=request.actor,
-            reason=request.reason,
-            metadata=request.metadata,
-            recorded_at=row["recorded_at"],
-            replayed=row["replayed"],
-        )
+        return transition_record(request, row)
 
     async def _upsert_registry(self, resource_id: str, entry: McpRegistryEntry) -> None:
         payload = registry_payload(resource_id, entry, now=datetime.now(UTC))
