@@ -4,7 +4,7 @@ decides what a resource must wait for before it may become active."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -32,6 +32,8 @@ class RequirementUpdate(BaseModel):
     requirement_type: RequirementType = "other"
     actor: str = "operator"
     reason: str = ""
+    # Free-form facts about the requirement (where a credential was verified, ...); kept on its row.
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class DependencyChange(BaseModel):
@@ -54,6 +56,8 @@ class ManualTransition(BaseModel):
     to_state: ResourceState
     actor: str = Field(min_length=1)
     reason: str = Field(min_length=1)
+    # Recorded on the transition's row (an image tag, an n8n id, a validation report).
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class CommandResult(BaseModel):
@@ -69,7 +73,7 @@ class RequirementRecord(BaseModel):
     name: str
     requirement_type: RequirementType
     status: RequirementStatus
-    details: dict[str, str] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class DependencyLinks(BaseModel):

@@ -242,10 +242,37 @@ class LifecycleResult(BaseModel):
     transitions: int
 
 
+class ReportedLifecycleInput(BaseModel):
+    """A resource whose steps an outside system (a factory, CI, a GitOps script) performs and
+    reports, one transition at a time; see workflows/reported_lifecycle.py."""
+
+    ref: ResourceRef
+    name: str = Field(min_length=1)
+    owner_team: str = ""
+    actor: str = Field(default="system", min_length=1)
+    reason: str = "registered"
+    # Recorded on the `registered` row and kept as the resource's spec (mcp_type, framework, ...).
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    # Carried across continue-as-new.
+    transition_seq: int = 0
+    resume_state: ResourceState | None = None
+    requirements: list[RequirementUpdateState] = Field(default_factory=list)
+
+
+class RequirementUpdateState(BaseModel):
+    """A requirement as a reported lifecycle remembers it across continue-as-new."""
+
+    name: str
+    requirement_type: RequirementType = "other"
+    status: RequirementStatus = "pending"
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class CommandRequest(BaseModel):
     actor: str = "operator"
     reason: str = ""
 
 
 McpLifecycleInput.model_rebuild()
+ReportedLifecycleInput.model_rebuild()
 TransitionRequest.model_rebuild()

@@ -44,11 +44,17 @@ from state.store_factory import store_from_settings, uses_supabase
 from state.webhook_store import WebhookStore
 from workflows.mcp_lifecycle import McpLifecycleWorkflow
 from workflows.n8n_lifecycle import N8nLifecycleWorkflow
+from workflows.reported_lifecycle import ReportedLifecycleWorkflow
 from workflows.team_lifecycle import TeamLifecycleWorkflow
 
 log = logging.getLogger("rsm.worker")
 
-WORKFLOWS: Sequence[type] = (McpLifecycleWorkflow, N8nLifecycleWorkflow, TeamLifecycleWorkflow)
+WORKFLOWS: Sequence[type] = (
+    McpLifecycleWorkflow,
+    N8nLifecycleWorkflow,
+    TeamLifecycleWorkflow,
+    ReportedLifecycleWorkflow,
+)
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:

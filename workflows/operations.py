@@ -324,7 +324,7 @@ class OperatedWorkflow(Generic[DeploymentT]):
                     name=update.name,
                     requirement_type=update.requirement_type,
                     status=update.status,
-                    details={"actor": update.actor, "reason": update.reason},
+                    details={**update.details, "actor": update.actor, "reason": update.reason},
                 ),
                 result_type=RequirementRecord,
                 start_to_close_timeout=STORE_TIMEOUT,
