@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from state.machines import ResourceState
 from state.models import (  # noqa: F401  (re-exported: the policy's parts live with the policy)
+    ApprovalDecision,
     ApprovalPolicy,
     RequirementSpec,
     RequirementStatus,
@@ -19,11 +20,6 @@ from state.models import (  # noqa: F401  (re-exported: the policy's parts live 
 
 CommandName = Literal["retry", "deactivate", "activate", "redeploy", "scale", "archive"]
 COMMAND_NAMES: tuple[str, ...] = ("retry", "deactivate", "activate", "redeploy", "scale", "archive")
-
-
-class ApprovalDecision(BaseModel):
-    approver: str = Field(min_length=1)
-    reason: str = ""
 
 
 class RequirementUpdate(BaseModel):

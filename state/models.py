@@ -42,6 +42,11 @@ class ApprovalPolicy(BaseModel):
     on_deadline: Literal["fail", "approve"] = "fail"
 
 
+class ApprovalDecision(BaseModel):
+    approver: str = Field(min_length=1)
+    reason: str = ""
+
+
 class RequirementSpec(BaseModel):
     name: str = Field(min_length=1)
     requirement_type: RequirementType = "other"
@@ -89,6 +94,8 @@ class McpLifecycleInput(BaseModel):
     last_good: DeploymentInfo | None = None
     bad_versions: list[str] = Field(default_factory=list)
     requirement_statuses: dict[str, RequirementStatus] = Field(default_factory=dict)
+    # The approval given to the running version, carried across continue-as-new.
+    approval: ApprovalDecision | None = None
 
 
 class RegisterResourceRequest(BaseModel):

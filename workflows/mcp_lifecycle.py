@@ -60,6 +60,8 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
         gates = Gates(input.policy.approval, input.policy.actor, input.policy.requirements, [])
         for name, status in input.requirement_statuses.items():
             gates.update_requirement(RequirementUpdate(name=name, status=status))
+        if input.approval is not None:
+            gates.approve(input.approval)
         life = Lifecycle(
             input.ref,
             owner_team=input.owner_team,
@@ -146,6 +148,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
                 "last_good": self._last_good,
                 "bad_versions": sorted(self._bad_versions),
                 "requirement_statuses": {n: r.status for n, r in self._gates.requirements.items()},
+                "approval": self._gates.approval,
             }
         )
 
