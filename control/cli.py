@@ -146,7 +146,7 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
 
 
-async def _waiting_on(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) -> str:
+async def waiting_on(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) -> str:
     """What the resource waits on, for a timeout message (empty when nothing or unknown)."""
     try:
         blocked = (await lc.status(handle)).blocked_on
@@ -204,7 +204,7 @@ def register_mcp(
     owner: str = typer.Option("", "--owner", help="Owner team."),
     actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),
     wait: bool = typer.Option(False, "--wait", help="Follow the lifecycle until it settles."),
-    timeout: float = typer.Option(900, "--timeout", help="Seconds to wait with --wait."),
+    timeout: float = typer.Option(900, "--timeout", min=1, help="Seconds to wait with --wait."),
     require_approval: bool = typer.Option(
         False, "--require-approval", help="Gate `active` on an approval."
     ),
@@ -232,7 +232,7 @@ def register_mcp(
             return EXIT_ACTIVE
         status = await follow(lc, handle, timeout)
         if status is None:
-            waiting = await _waiting_on(lc, handle)
+            waiting = await waiting_on(lc, handle)
             typer.secho(
                 f"timed out after {timeout:.0f}s; still running{waiting}", fg="yellow", err=True
             )

@@ -26,6 +26,7 @@ from control.cli import (
     _run,
     follow,
     register_app,
+    waiting_on,
 )
 from control.client import LifecycleClient
 from control.team_client import register_team, team_status
@@ -54,7 +55,7 @@ def register_team_command(
     owner: str = typer.Option("", "--owner", help="Owner team (default: the manifest's owner)."),
     actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),
     wait: bool = typer.Option(False, "--wait", help="Follow the lifecycle until it settles."),
-    timeout: float = typer.Option(900, "--timeout", help="Seconds to wait with --wait."),
+    timeout: float = typer.Option(900, "--timeout", min=1, help="Seconds to wait with --wait."),
     require_approval: bool = typer.Option(
         False, "--require-approval", help="Gate `active` on an approval."
     ),
@@ -91,7 +92,10 @@ def register_team_command(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         if status is None:
-            typer.secho(f"timed out after {timeout:.0f}s; still running", fg="yellow", err=True)
+            waiting = await waiting_on(lc, handle)
+            typer.secho(
+                f"timed out after {timeout:.0f}s; still running{waiting}", fg="yellow", err=True
+            )
             return EXIT_TIMEOUT
         if status.state is ResourceState.ACTIVE:
             team = (await team_status(handle)).team

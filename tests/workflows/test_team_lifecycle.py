@@ -490,7 +490,11 @@ async def test_rsm_register_team_follows_to_active_and_names_a_bad_field(
         out.split()
     )
     assert f"… blocked on: dependency:mcp_server/{missing}" in out
+    assert f"timed out after 6s; still running, waiting on dependency:mcp_server/{missing}" in err
     await archive(lifecycle, "team", waiting_id)
+
+    code, out, err = await rsm("register", "team", str(manifest), "--wait", "--timeout", "-3")
+    assert code == 2 and "Invalid value for '--timeout'" in err and "Traceback" not in err
 
     manifest.write_text("name: cli-team\nowner: qa\nbuild: agent\nreplicas: 0\n")
     code, out, err = await rsm("register", "team", str(manifest), "--id", unique_id(PREFIX))
