@@ -16,12 +16,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from state.commands import DependencyChange, DependentsQuery
+    from state.commands import DependencyChange, DependentsQuery, RequirementRecord
     from state.errors import FailureType
     from state.machines import ResourceState, machine_for
     from state.models import (
         McpRegistryEntry,
         RegisterResourceRequest,
+        RequirementStatus,
+        RequirementType,
         ResourceRef,
         ResourceRow,
         TransitionRecord,
@@ -239,6 +241,28 @@ class Lifecycle:
                 await handle
             except ActivityError as err:
                 workflow.logger.warning("webhook delivery gave up: %s", err.cause or err)
+
+    async def record_requirement(
+        self,
+        name: str,
+        requirement_type: RequirementType,
+        status: RequirementStatus,
+        details: dict[str, Any],
+    ) -> None:
+        """Mirror one requirement into deployment_requirements (the awaiting-action view)."""
+        await workflow.execute_activity(
+            "record_requirement",
+            RequirementRecord(
+                resource_id=self.ref.resource_id,
+                name=name,
+                requirement_type=requirement_type,
+                status=status,
+                details=details,
+            ),
+            result_type=RequirementRecord,
+            start_to_close_timeout=STORE_TIMEOUT,
+            retry_policy=STORE_RETRY,
+        )
 
     async def list_dependents(self, only_state: ResourceState | None = None) -> list[ResourceRef]:
         return await workflow.execute_activity(

@@ -31,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
         DependencyChange,
         ManualTransition,
         OperatorCommand,
-        RequirementRecord,
         RequirementUpdate,
     )
     from state.errors import FailureType
@@ -40,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from state.runtime_models import KubernetesFailure
 
 from workflows.gates import APPROVAL, Gates
-from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
+from workflows.lifecycle import SYSTEM_ACTOR, Lifecycle
 
 S = ResourceState
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -317,18 +316,11 @@ class OperatedWorkflow(Generic[DeploymentT]):
         """Mirror requirement changes into deployment_requirements (for the awaiting-action view)."""
         while self._outbox:
             update = self._outbox.pop(0)
-            await workflow.execute_activity(
-                "record_requirement",
-                RequirementRecord(
-                    resource_id=self._life.ref.resource_id,
-                    name=update.name,
-                    requirement_type=update.requirement_type,
-                    status=update.status,
-                    details={**update.details, "actor": update.actor, "reason": update.reason},
-                ),
-                result_type=RequirementRecord,
-                start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_RETRY,
+            await self._life.record_requirement(
+                update.name,
+                update.requirement_type,
+                update.status,
+                {**update.details, "actor": update.actor, "reason": update.reason},
             )
 
     async def _rest(self, also: Callable[[], bool] | None = None) -> None:

@@ -27,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         DependencyChange,
         ManualTransition,
         OperatorCommand,
-        RequirementRecord,
         RequirementUpdate,
     )
     from state.machines import ResourceState, ResourceType
@@ -40,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionView,
     )
 
-from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
+from workflows.lifecycle import SYSTEM_ACTOR, Lifecycle
 
 S = ResourceState
 
@@ -334,18 +333,8 @@ class ReportedLifecycleWorkflow:
         """Mirror requirement changes into deployment_requirements and BlockedOn."""
         while self._outbox:
             update = self._outbox.pop(0)
-            await workflow.execute_activity(
-                "record_requirement",
-                RequirementRecord(
-                    resource_id=self._life.ref.resource_id,
-                    name=update.name,
-                    requirement_type=update.requirement_type,
-                    status=update.status,
-                    details=update.details,
-                ),
-                result_type=RequirementRecord,
-                start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_RETRY,
+            await self._life.record_requirement(
+                update.name, update.requirement_type, update.status, update.details
             )
         if self._life.blocked_on != (blocked := self._blocked_on()):
             self._life.blocked_on = blocked
