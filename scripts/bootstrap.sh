@@ -10,8 +10,9 @@ log() { printf '[bootstrap] %s\n' "$*"; }
 CACHE_DIR="${RSM_CACHE_DIR:-/var/cache/rsm}"
 PYTHON="${RSM_PYTHON:-python3}"
 
-# 1. Debian packages: PostgreSQL, the Docker engine, a static busybox for tiny local images, and
-#    debootstrap for the Python base image.
+# 1. Debian packages: PostgreSQL, the Docker engine, a static busybox for tiny local images,
+#    debootstrap for the Python base image, and docker-registry (distribution 2.8) for the tests
+#    that push images to a throwaway registry on 127.0.0.1.
 need=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v dockerd >/dev/null || need+=(docker.io)
@@ -20,11 +21,18 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v runuser >/dev/null || need+=(util-linux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+command -v docker-registry >/dev/null || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   log "apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  # The package's own service would listen on :5000 on every interface; tests start their own
+  # registries on 127.0.0.1, so a service the install just started is turned off again.
+  if [[ " ${need[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null \
+      && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # 2. The virtualenv, reinstalled only when pyproject.toml changes.

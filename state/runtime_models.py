@@ -16,6 +16,11 @@ from state.models import DeploymentInfo, DeployRequest
 # Which runtime runs a resource: per resource (a spec field `runtime`) or the worker's default.
 RuntimeKind = Literal["docker", "kubernetes"]
 
+# How a worker reaches a resource's Service for the health check: `service` through the cluster DNS
+# name (a worker inside the cluster), `port-forward` through the API server for the duration of the
+# check (a worker outside it), `template` through a URL an operator provides (an ingress).
+KubernetesAccess = Literal["service", "port-forward", "template"]
+
 
 class KubernetesFailure:
     """`ApplicationError.type` names of the Kubernetes runtime, in `state.errors.FailureType` style.
@@ -32,6 +37,9 @@ class KubernetesFailure:
     APPLY_REJECTED = "KubernetesApplyRejected"  # any other 4xx: invalid spec, RBAC, no namespace
     ROLLOUT_TIMED_OUT = "RolloutTimedOut"
     NOT_DEPLOYED = "KubernetesDeploymentNotFound"  # scale or wait on something never applied
+    # The health check's port-forward never carried a connection: no Service, no ready pod behind
+    # it, a port the Service does not have, or an API server that refuses the upgrade (RBAC).
+    PORT_FORWARD_FAILED = "KubernetesPortForwardFailed"
 
     NON_RETRYABLE = (
         PROGRESS_DEADLINE_EXCEEDED,
@@ -42,7 +50,23 @@ class KubernetesFailure:
         APPLY_REJECTED,
         ROLLOUT_TIMED_OUT,
         NOT_DEPLOYED,
+        PORT_FORWARD_FAILED,
     )
+
+
+class ImagePushFailure:
+    """`ApplicationError.type` names of the push of a built image to the registry (RSM_REGISTRY).
+
+    The engine reports push errors inside its JSON stream; activities/docker_build.py names them.
+    """
+
+    # The registry or the engine said no: authentication, a denied or unknown repository, a
+    # registry that speaks HTTPS only, a manifest it will not take. A person must act.
+    REJECTED = "ImagePushRejected"
+    # The registry did not answer (refused, reset, timed out, 5xx, 429): retried by the policy.
+    REGISTRY_UNREACHABLE = "RegistryUnreachable"
+
+    NON_RETRYABLE = (REJECTED,)
 
 
 class KubernetesActivity:
@@ -70,9 +94,10 @@ class KubernetesRuntimeConfig(BaseModel):
     # Per API call, so a hung connection cannot outlive the activity's heartbeat timeout.
     request_timeout_seconds: float = 10.0
     cluster_domain: str = "cluster.local"
-    # Where a worker outside the cluster reaches a resource's Service: a port-forward or ingress
-    # URL template with {resource_id}, {namespace}, {name} and {mcp_path}. None: the in-cluster
-    # Service DNS name (a worker running inside the cluster).
+    # Where a worker reaches a resource's Service when access is `template`: an ingress (or any)
+    # URL template with {resource_id}, {namespace}, {name} and {mcp_path}. None: the Service's
+    # cluster DNS name, which a worker inside the cluster reaches directly and one outside through
+    # a port-forward opened for the health check (activities/kubernetes_portforward.py).
     endpoint_template: str | None = None
 
 

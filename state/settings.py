@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from state.runtime_models import KubernetesAccess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,9 +44,14 @@ class RsmSettings(BaseSettings):
     kubernetes_enabled: bool = False
     kubeconfig: Path | None = None
     kubernetes_namespace: str = "rsm"
-    # A port-forward or ingress URL template for a worker outside the cluster (see
-    # KubernetesRuntimeConfig.endpoint_template).
+    # An ingress URL template for the health check (KubernetesRuntimeConfig.endpoint_template).
     kubernetes_endpoint_template: str | None = None
+    # How the worker reaches a Service for the health check (KubernetesAccess). Unset: `template`
+    # when a template is set, else `service` inside the cluster, else `port-forward`.
+    kubernetes_access: KubernetesAccess | None = None
+    # A registry (host[:port][/path], e.g. 127.0.0.1:5000) every built image is pushed to; the
+    # pushed reference, with its digest, is what gets deployed. Unset: images stay on the engine.
+    registry: str | None = None
     docker_host: str | None = None
     # Off: a Dockerfile whose base image is not local fails at once, by name (no registry here).
     docker_allow_pull: bool = False
@@ -54,6 +61,21 @@ class RsmSettings(BaseSettings):
     n8n_port: int = 5678
     n8n_url: str | None = None
     n8n_api_key: SecretStr | None = None
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_reference(cls, value: str | None) -> str | None:
+        """A repository prefix, not a URL: the engine chooses HTTPS or (for 127.0.0.0/8 and
+        insecure registries) HTTP by itself, and a scheme in an image name is invalid."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if "://" in value:
+            raise ValueError(
+                f"RSM_REGISTRY={value!r} must be host[:port][/path] without a scheme, "
+                "e.g. 127.0.0.1:5000"
+            )
+        return value
 
     @property
     def temporal_address(self) -> str:

@@ -23,6 +23,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.docker_build import DockerImageBuilder
 from activities.docker_runtime import LocalDockerRuntime
 from activities.gates import GateActivities
+from activities.kubernetes_portforward import (
+    PortForwardingHealthChecker,
+    ServicePortForwarder,
+    choose_access,
+)
 from activities.kubernetes_runtime import KubernetesRuntime
 from activities.mcp_health import McpHealthChecker
 from activities.n8n_activities import (
@@ -69,7 +74,7 @@ class LifecycleActivities:
     recorder: TransitionRecorder
     builder: DockerImageBuilder
     runtime: LocalDockerRuntime
-    health: McpHealthChecker
+    health: McpHealthChecker | PortForwardingHealthChecker
     gates: GateActivities
     n8n_validator: N8nValidator
     n8n_webhooks: N8nWebhookRegistry
@@ -103,16 +108,44 @@ class LifecycleActivities:
         return activities
 
 
+def in_cluster(settings: RsmSettings) -> bool:
+    """A worker in a pod (the service account's environment) with no kubeconfig of its own."""
+    return settings.kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
 def kubernetes_api_client(settings: RsmSettings) -> object:
     from kubernetes import config as k8s_config
     from kubernetes.client import ApiClient
 
-    if settings.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if in_cluster(settings):
         k8s_config.load_incluster_config()
         return ApiClient()
     return k8s_config.new_client_from_config(
         config_file=str(settings.kubeconfig) if settings.kubeconfig else None
     )
+
+
+def kubernetes_wiring(
+    settings: RsmSettings,
+) -> tuple[KubernetesRuntime, ServicePortForwarder | None]:
+    """The runtime, and the port-forwarder its health checks go through when the worker reaches
+    Services from outside the cluster (RSM_KUBERNETES_ACCESS, chosen by choose_access)."""
+    access = choose_access(
+        settings.kubernetes_access, settings.kubernetes_endpoint_template, in_cluster(settings)
+    )
+    config = KubernetesRuntimeConfig(
+        namespace=settings.kubernetes_namespace,
+        # Only the template mode puts an operator's URL in the endpoint; the others record the
+        # Service's DNS name, which a port-forward recognises and tunnels to.
+        endpoint_template=settings.kubernetes_endpoint_template if access == "template" else None,
+    )
+    runtime = KubernetesRuntime(kubernetes_api_client(settings), config)  # type: ignore[arg-type]
+    if access != "port-forward":
+        return runtime, None
+    # A client of its own: port-forwards must never share one with the runtime's threads.
+    forwarder = ServicePortForwarder(kubernetes_api_client(settings), config)  # type: ignore[arg-type]
+    log.info("health checks reach Kubernetes Services through port-forwards on 127.0.0.1")
+    return runtime, forwarder
 
 
 def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivities:
@@ -122,16 +155,25 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
     build_args = {"BASE_IMAGE": settings.mcp_base_image} if settings.mcp_base_image else {}
     # Webhook subscriptions live beside the Postgres store (on Supabase none are delivered yet).
     webhook_store = WebhookStore(store.pool) if isinstance(store, PostgresStore) else None
+    kubernetes, forwarder = (
+        kubernetes_wiring(settings) if settings.kubernetes_enabled else (None, None)
+    )
+    health: McpHealthChecker | PortForwardingHealthChecker = McpHealthChecker()
+    if forwarder is not None:
+        health = PortForwardingHealthChecker(McpHealthChecker(), forwarder)
     return LifecycleActivities(
         recorder=TransitionRecorder(
             store, webhook_store.any_active if webhook_store is not None else None
         ),
         builder=DockerImageBuilder(
-            api, default_build_args=build_args, allow_pull=settings.docker_allow_pull
+            api,
+            default_build_args=build_args,
+            allow_pull=settings.docker_allow_pull,
+            registry=settings.registry,
         ),
         runtime=LocalDockerRuntime(client),
         team=TeamDockerRuntime(client),
-        health=McpHealthChecker(),
+        health=health,
         gates=GateActivities(store),
         n8n_validator=N8nValidator(),
         # A small pool of its own, opened on first use (the query is not in the store protocol);
@@ -145,15 +187,7 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
             if settings.n8n_url and settings.n8n_api_key
             else None
         ),
-        kubernetes=KubernetesRuntime(
-            kubernetes_api_client(settings),  # type: ignore[arg-type]
-            KubernetesRuntimeConfig(
-                namespace=settings.kubernetes_namespace,
-                endpoint_template=settings.kubernetes_endpoint_template,
-            ),
-        )
-        if settings.kubernetes_enabled
-        else None,
+        kubernetes=kubernetes,
         webhooks=WebhookDeliverer(webhook_store),
     )
 
