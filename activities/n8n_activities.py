@@ -12,6 +12,7 @@ n8n being down (5xx, connection errors) stays retryable.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from functools import lru_cache
@@ -28,11 +29,13 @@ from state.n8n_models import (
     N8nCredentialCheck,
     N8nCredentialQuery,
     N8nDeployment,
+    N8nExport,
     N8nFailureType,
     N8nHealthRequest,
     N8nHealthResult,
     N8nValidationReport,
     N8nWorkflowRequest,
+    ReadN8nExportRequest,
     TakenWebhookPath,
     ValidateN8nRequest,
 )
@@ -53,6 +56,9 @@ SETTINGS_FIELDS = frozenset(
     " timeSavedPerExecution availableInMCP".split()
 )
 NAME_LIMIT = 128
+# The export travels in Temporal payloads (activity inputs, the workflow's input on continue-as-new),
+# whose default size limit is 2 MB; real exports are a few kB.
+EXPORT_SIZE_LIMIT = 1024 * 1024
 
 
 class N8nApiError(Exception):
@@ -237,6 +243,46 @@ class N8nValidator:
                 n8n_version=catalog.n8n_version,
             )
         return report
+
+    @activity.defn(name="read_n8n_export")
+    def read_n8n_export(self, req: ReadN8nExportRequest) -> N8nExport:
+        """A redeploy's new export, read where the worker runs (the workflow may not do I/O). Its
+        text is returned as it is, JSON or not: validation names what is wrong with it. A plain
+        function: file I/O blocks, so it runs on the worker's activity thread pool."""
+        path = Path(req.path)
+        if not path.is_absolute():
+            raise _failed(
+                N8nFailureType.EXPORT_UNREADABLE,
+                f"the export path {req.path!r} is relative: give an absolute path the worker can read",
+                path=req.path,
+            )
+        try:
+            size = path.stat().st_size
+            if not path.is_file():
+                raise IsADirectoryError(21, "it is not a file")
+            if size > EXPORT_SIZE_LIMIT:
+                raise _failed(
+                    N8nFailureType.EXPORT_UNREADABLE,
+                    f"the export {req.path} is {size} bytes; at most {EXPORT_SIZE_LIMIT} are accepted",
+                    path=req.path,
+                    size=size,
+                )
+            data = path.read_bytes()
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise _failed(
+                N8nFailureType.EXPORT_UNREADABLE,
+                f"cannot read the export {req.path} on the worker: {why}",
+                path=req.path,
+            ) from exc
+        # Decoded like `rsm register workflow` reads a file, so both give a file the same version.
+        text = data.decode("utf-8", errors="replace")
+        return N8nExport(
+            path=req.path,
+            workflow_json=text,
+            version=hashlib.sha256(text.encode()).hexdigest()[:12],
+            size=len(data),
+        )
 
 
 class N8nWebhookRegistry:
@@ -440,6 +486,7 @@ def n8n_activities(
     """Every n8n activity, for the worker's registration list."""
     return [
         validator.validate_n8n_workflow,
+        validator.read_n8n_export,
         registry.list_active_webhook_paths,
         deployer.deploy_n8n_workflow,
         deployer.deactivate_n8n_workflow,

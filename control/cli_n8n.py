@@ -8,7 +8,6 @@ broken export is recorded as `failed_validation` with every problem, and `--wait
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from control.cli import (
     register_app,
 )
 from control.client import LifecycleClient
-from control.sources import SourceError, resource_id_from
+from control.sources import n8n_export, resource_id_from
 from state.machines import ResourceState, ResourceType
 from state.models import LifecyclePolicy, ResourceRef
 from state.n8n_models import DEFAULT_N8N_VERSION, N8nLifecycleInput, N8nStatus, N8nWorkflowSpec
@@ -40,18 +39,7 @@ from workflows.search_attributes import OWNER_TEAM, RESOURCE_STATE, RESOURCE_TYP
 
 def read_export(path: Path) -> tuple[str, str, str]:
     """(text, version, display name) of an export file; the name falls back to the file name."""
-    resolved = path.expanduser().resolve()
-    if not resolved.is_file():
-        raise SourceError(f"{path} is not a file: an n8n workflow is an exported JSON file")
-    text = resolved.read_text(encoding="utf-8", errors="replace")
-    version = hashlib.sha256(text.encode()).hexdigest()[:12]
-    name = resolved.stem
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("name"), str) and doc["name"].strip():
-        name = doc["name"].strip()
+    _, text, version, name = n8n_export(path)
     return text, version, name
 
 

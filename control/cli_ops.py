@@ -40,16 +40,22 @@ def _act(
     resource_id: str,
     action: Callable[[LifecycleClient, ResourceRow], Awaitable[CommandResult | None]],
     done: str,
+    check: Callable[[PostgresStore, ResourceRow], Awaitable[str | None]] | None = None,
 ) -> None:
-    """Look the resource up, run a write through its workflow, report the answer."""
+    """Look the resource up, run a write through its workflow, report the answer. `check` may
+    refuse first (it returns why)."""
     settings = RsmSettings()
 
     async def main() -> int:
         store = await _store(settings)
         try:
             row = await _resource(store, resource_id)
+            why = await check(store, row) if check is not None else None
         finally:
             await store.close()
+        if why is not None:
+            typer.secho(f"error: {why}", fg="red", err=True)
+            return EXIT_FAILED
         lc = await LifecycleClient.connect(settings)
         try:
             result = await action(lc, row)
@@ -101,11 +107,30 @@ def satisfy(
     ),
     actor: str = typer.Option("cli", "--actor"),
     reason: str = typer.Option("", "--reason"),
+    add: str | None = typer.Option(
+        None,
+        "--add",
+        help="Add it as a new requirement of this type (credential, approval, dependency, other).",
+    ),
 ) -> None:
     """Update a deployment requirement (a credential provided, a review waived...)."""
     if status not in {"satisfied", "failed", "waived", "pending"}:
         typer.secho(f"error: unknown status {status!r}", fg="red", err=True)
         raise typer.Exit(EXIT_FAILED)
+    if add is not None and add not in {"credential", "approval", "dependency", "other"}:
+        typer.secho(f"error: unknown requirement type {add!r}", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED)
+
+    async def known(store: PostgresStore, row: ResourceRow) -> str | None:
+        # A misspelt name would otherwise become a new requirement that nothing waits for.
+        names = sorted(r.name for r in await store.list_requirements(row.resource_id))
+        if add is not None or requirement in names:
+            return None
+        return (
+            f"{resource_id} has no requirement {requirement!r}"
+            f" (has: {', '.join(names) or 'none'}); pass --add TYPE to add it"
+        )
+
     _act(
         resource_id,
         lambda lc, r: lc.update_requirement(
@@ -115,8 +140,10 @@ def satisfy(
             status,  # type: ignore[arg-type]
             actor,
             reason,
+            add or "other",
         ),
         f"requirement {requirement} {status}",
+        check=known,
     )
 
 
@@ -126,7 +153,11 @@ def command(
     name: str = typer.Argument(..., help=f"One of: {', '.join(COMMANDS)}."),
     actor: str = typer.Option("cli", "--actor"),
     reason: str = typer.Option("", "--reason"),
-    path: str | None = typer.Option(None, "--path", help="redeploy: the new source directory."),
+    path: str | None = typer.Option(
+        None,
+        "--path",
+        help="redeploy: the new source directory, or for an n8n workflow its export (JSON file).",
+    ),
     replicas: int | None = typer.Option(None, "--replicas", help="scale: the new replica count."),
 ) -> None:
     """Run an operator command; refused at once (exit 1) when illegal in the current state."""

@@ -14,7 +14,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
-from control.sources import directory_version, mcp_source, resource_id_from
+from control.sources import directory_version, mcp_source, n8n_export, resource_id_from
 from state.commands import (
     COMMAND_NAMES,
     ApprovalDecision,
@@ -195,8 +195,14 @@ class LifecycleClient:
         if command not in COMMANDS:
             raise CommandRefused(f"unknown command {command!r}; one of {', '.join(COMMANDS)}")
         if command == "redeploy" and "path" in args:
-            source = mcp_source(Path(args.pop("path")))
-            args.update(context_path=str(source), version=directory_version(source))
+            path = Path(args.pop("path"))
+            if ResourceType(resource_type) is ResourceType.N8N_WORKFLOW:
+                # An n8n workflow's new version is one export file, which the worker reads.
+                export, _, version, _ = n8n_export(path)
+                args.update(context_path=str(export), version=version)
+            else:
+                source = mcp_source(path)
+                args.update(context_path=str(source), version=directory_version(source))
         request = OperatorCommand.model_validate(
             {"command": command, "actor": actor, "reason": reason, **args}
         )

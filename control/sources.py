@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -42,3 +43,22 @@ def mcp_source(path: Path) -> Path:
     if not (resolved / "Dockerfile").is_file():
         raise SourceError(f"{path} has no Dockerfile")
     return resolved
+
+
+def n8n_export(path: Path) -> tuple[Path, str, str, str]:
+    """(absolute path, text, version, display name) of an n8n export file; the version is a content
+    hash, the name falls back to the file name. The text is returned even when it does not parse:
+    validation is the lifecycle's job, so a broken export is recorded with every problem."""
+    resolved = path.expanduser().resolve()
+    if not resolved.is_file():
+        raise SourceError(f"{path} is not a file: an n8n workflow is an exported JSON file")
+    text = resolved.read_text(encoding="utf-8", errors="replace")
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    name = resolved.stem
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("name"), str) and doc["name"].strip():
+        name = doc["name"].strip()
+    return resolved, text, version, name

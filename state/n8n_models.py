@@ -30,6 +30,9 @@ class N8nFailureType:
     CATALOG_MISSING = "N8nCatalogMissing"
     DEPLOY_FAILED = "N8nDeployFailed"
     HEALTH_CHECK_FAILED = "N8nHealthCheckFailed"
+    # A redeploy's export file is missing, unreadable or too large (always raised non-retryable;
+    # kept out of NON_RETRYABLE so the retry policies recorded in older histories stay the same).
+    EXPORT_UNREADABLE = "N8nExportUnreadable"
 
     NON_RETRYABLE = (VALIDATION_FAILED, CATALOG_MISSING, DEPLOY_FAILED, HEALTH_CHECK_FAILED)
 
@@ -130,6 +133,11 @@ class N8nLifecycleInput(BaseModel):
     # yet) and every requirement's status.
     credentials: list[N8nRequirement] | None = None
     requirement_statuses: dict[str, RequirementStatus] = Field(default_factory=dict)
+    # Redeploys: the export that last reached `active` (a failed new version returns to it), the
+    # versions that failed to deploy (refused until a newer one is given), the version n8n serves.
+    last_good: N8nWorkflowSpec | None = None
+    bad_versions: list[str] = Field(default_factory=list)
+    live_version: str | None = None
 
 
 # -- activity payloads ---------------------------------------------------------------------------
@@ -150,6 +158,22 @@ class ValidateN8nRequest(BaseModel):
     n8n_version: str = DEFAULT_N8N_VERSION
     deploy_inactive: bool = False
     taken_webhook_paths: list[TakenWebhookPath] = Field(default_factory=list)
+
+
+class ReadN8nExportRequest(BaseModel):
+    """A redeploy's new export: a JSON file on a path the worker can read."""
+
+    path: str
+
+
+class N8nExport(BaseModel):
+    path: str
+    # The raw text, like N8nWorkflowSpec.workflow_json: even a file that is not JSON is validated
+    # (and named as such) rather than refused here.
+    workflow_json: str
+    # The same content hash `rsm register workflow` gives the file.
+    version: str
+    size: int
 
 
 class DeployN8nRequest(BaseModel):

@@ -20,6 +20,10 @@ in the status); if n8n cannot be asked, the update is taken as sent. Messages th
 gate are kept. Operators get the MCP lifecycle's updates (`decide`, `command`, `transition`) with
 validators that refuse illegal requests at once. Histories recorded before the patch replay the old
 paths, which stay below unchanged; that is why this module runs past 400 lines.
+
+Redeploys of a new export version (patch `n8n-redeploy`) live in `workflows/n8n_redeploy.py`: the
+new export is validated and gated like a registration, updates the same n8n workflow in place, and a
+version that fails to deploy, activate or answer is rolled back to the last known good one.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.gates import APPROVAL, Gates
 from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
+from workflows.n8n_redeploy import PATCH_REDEPLOY, N8nRedeploys
 
 S = ResourceState
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -124,7 +129,7 @@ def _failure(err: ActivityError, step: str) -> StepFailed:
 
 
 @workflow.defn
-class N8nLifecycleWorkflow:
+class N8nLifecycleWorkflow(N8nRedeploys):
     @workflow.init
     def __init__(self, input: N8nLifecycleInput) -> None:
         self._input = input
@@ -158,6 +163,7 @@ class N8nLifecycleWorkflow:
         self._refusals: list[str] = []
         self._gate_reached: datetime | None = None
         self._busy = False  # a step is running: manual transitions wait for rest
+        self._init_redeploys(input)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -179,6 +185,8 @@ class N8nLifecycleWorkflow:
             schema_error=self._life.schema_error,
             failure_reason=self._failure_reason,
             version=self._input.spec.version,
+            last_good_version=self._last_good.version if self._last_good else None,
+            bad_versions=sorted(self._bad_versions),
             approved_by=self._gates.approval.approver if self._gates.approval else None,
             refusals=list(self._refusals),
         )
@@ -356,10 +364,7 @@ class N8nLifecycleWorkflow:
         if name == "scale":
             return "an n8n workflow has no replicas: scale is not supported"
         if name == "redeploy":
-            return (
-                "redeploy of a new export is not supported for n8n workflows yet: archive this "
-                "one and register the new export under a new id"
-            )
+            return self._redeploy_refusal(command)
         return None
 
     # -- main loop ---------------------------------------------------------------------------
@@ -438,6 +443,9 @@ class N8nLifecycleWorkflow:
             update["requirement_statuses"] = {
                 n: r.status for n, r in self._gates.requirements.items()
             }
+            update["last_good"] = self._last_good
+            update["bad_versions"] = sorted(self._bad_versions)
+            update["live_version"] = self._live_version
         return self._input.model_copy(update=update)
 
     async def _start(self) -> None:
@@ -477,10 +485,17 @@ class N8nLifecycleWorkflow:
         finally:
             self._busy = False
 
-    async def _validate(self) -> None:
+    async def _validate(
+        self, *, reason: str | None = None, actor: str | None = None, enter_gate: bool = True
+    ) -> None:
+        """-> validating -> validated (then the gate, or the deploy before gates existed) or ->
+        failed_validation. A rollback passes enter_gate=False: it deploys at once."""
         spec = self._input.spec
         await self._life.move(
-            S.VALIDATING, f"validating {spec.source} against n8n {spec.n8n_version}"
+            S.VALIDATING,
+            reason or f"validating {spec.source} against n8n {spec.n8n_version}",
+            actor=actor,
+            metadata=self._redeploy_metadata() or None,
         )
         try:
             taken = await workflow.execute_activity(
@@ -510,7 +525,13 @@ class N8nLifecycleWorkflow:
             self._requirements = [
                 N8nRequirement.model_validate(r) for r in failed.details.get("requirements", [])
             ]
-            await self._life.move(S.FAILED_VALIDATION, failed.reason, metadata=failed.details)
+            # A redeploy's reason names the version, and the one n8n still serves.
+            self._failure_reason = self._redeploy_reason(failed.reason, n8n_untouched=True)
+            await self._life.move(
+                S.FAILED_VALIDATION,
+                self._failure_reason,
+                metadata={**failed.details, **self._redeploy_metadata()},
+            )
             return
         self._problems, self._requirements = [], report.requirements
         self._webhooks = report.webhooks
@@ -526,8 +547,12 @@ class N8nLifecycleWorkflow:
                 "webhooks": [w.model_dump(mode="json") for w in report.webhooks],
                 # Read by list_active_webhook_paths while this resource holds its paths.
                 "webhook_paths": report.webhook_paths,
+                **self._redeploy_metadata(),
             },
         )
+        if not enter_gate:
+            self._credentials = {c.name: c for c in report.requirements}
+            return
         if self._gated:
             self._enter_gate(report.requirements)
             return
@@ -538,12 +563,16 @@ class N8nLifecycleWorkflow:
         self._busy = True
         try:
             await self._deploy_steps(activate=activate, reason=reason, actor=actor)
+            if self._life.state is S.FAILED:
+                await self._after_failed_deploy()  # a failed redeploy rolls back
         finally:
             self._busy = False
 
     async def _deploy_steps(self, *, activate: bool, reason: str, actor: str | None) -> None:
         spec = self._input.spec
-        await self._life.move(S.DEPLOYING, reason, actor=actor)
+        redeploy = self._redeploy_metadata()
+        await self._life.move(S.DEPLOYING, reason, actor=actor, metadata=redeploy or None)
+        self._live_version = None  # n8n is about to change
         try:
             deployment = await self._step(
                 "deploy_n8n_workflow",
@@ -568,7 +597,7 @@ class N8nLifecycleWorkflow:
             S.DEPLOYED,
             f"n8n workflow {deployment.n8n_workflow_id} {verb}"
             + (" and active" if deployment.active else " (inactive)"),
-            metadata=deployment.model_dump(mode="json"),
+            metadata={**deployment.model_dump(mode="json"), **redeploy},
         )
         if not activate:
             await self._life.move(S.INACTIVE, "deployed without activating (deploy inactive)")
@@ -592,15 +621,20 @@ class N8nLifecycleWorkflow:
         self._failure_reason = None
         hooks = f"; {len(health.webhook_urls)} webhook(s) answer" if health.webhook_urls else ""
         await self._life.move(
-            S.ACTIVE, f"n8n reports it active{hooks}", metadata=health.model_dump(mode="json")
+            S.ACTIVE,
+            self._redeploy_active_reason(f"n8n reports it active{hooks}"),
+            metadata={**health.model_dump(mode="json"), **redeploy},
         )
+        self._reached_active()
 
     async def _fail(self, failed: StepFailed) -> None:
         if failed.details.get("n8n_workflow_id"):
             # A create succeeded before activation was refused: remember it, never copy it.
             self._n8n_id = str(failed.details["n8n_workflow_id"])
-        self._failure_reason = failed.reason
-        await self._life.move(S.FAILED, failed.reason, metadata=failed.details)
+        self._failure_reason = self._redeploy_reason(failed.reason)
+        await self._life.move(
+            S.FAILED, self._failure_reason, metadata={**failed.details, **self._redeploy_metadata()}
+        )
 
     async def _step(
         self, name: str, arg: BaseModel, result_type: type[ModelT], *, timeout: timedelta
@@ -813,9 +847,8 @@ class N8nLifecycleWorkflow:
             actor, reason = SYSTEM_ACTOR, "deploying to n8n"
         self._life.blocked_on = []
         self._gate_reached = None
-        await self._deploy(
-            activate=not self._input.spec.deploy_inactive, reason=reason, actor=actor
-        )
+        activate, reason = self._deploy_mode(reason)
+        await self._deploy(activate=activate, reason=reason, actor=actor)
 
     async def _fail_at_gate(
         self, reason: str, details: dict[str, Any], actor: str | None = None
@@ -824,11 +857,12 @@ class N8nLifecycleWorkflow:
         # that nothing was deployed.
         self._life.blocked_on = []
         self._gate_reached = None
+        reason = self._redeploy_reason(reason, n8n_untouched=True)
+        details = {"gate": True, **details, **self._redeploy_metadata()}
         self._failure_reason = reason
-        await self._life.move(
-            S.DEPLOYING, f"not deployed: {reason}", actor=actor, metadata={"gate": True, **details}
-        )
-        await self._life.move(S.FAILED, reason, actor=actor, metadata={"gate": True, **details})
+        await self._life.move(S.DEPLOYING, f"not deployed: {reason}", actor=actor, metadata=details)
+        await self._life.move(S.FAILED, reason, actor=actor, metadata=details)
+        self._redeploy_ended()
 
     # -- operator commands (gated runs) --------------------------------------------------------
 
@@ -840,6 +874,9 @@ class N8nLifecycleWorkflow:
         if op is None:
             op = _operator(queued.name, queued.request).op
             assert isinstance(op, OperatorCommand)
+        if op.command == "redeploy" and self._redeploy_patched is None:
+            # Decided when the first redeploy is taken: a history that refused one replays that.
+            self._redeploy_patched = workflow.patched(PATCH_REDEPLOY)
         if (why := self._refusal_for(op)) is not None:
             queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
             self._refuse(f"{op.command} from {op.actor}: {why}")
@@ -853,6 +890,22 @@ class N8nLifecycleWorkflow:
                 queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
                 self._refuse(f"archive from {op.actor}: {why}")
                 return
+        if op.command == "redeploy":
+            export = await self._read_export(op)
+            if isinstance(export, str):
+                queued.outcome = CommandResult(
+                    accepted=False, state=self._life.state, message=export
+                )
+                self._refuse(f"redeploy from {op.actor}: {export}")
+                return
+            # Long: answered once the export is read; the caller follows the state.
+            queued.outcome = CommandResult(
+                accepted=True,
+                state=self._life.state,
+                message=f"redeploy of version {export.version} started",
+            )
+            await self._redeploy(op, export)
+            return
         actor, reason = op.actor, op.reason
         try:
             if op.command == "retry":
@@ -865,8 +918,10 @@ class N8nLifecycleWorkflow:
                         )
                     )
                 await self._life.move(S.REGISTERED, reason or "retry requested", actor=actor)
+                self._retry_redeploy()
             elif op.command == "deactivate":
                 n8n_id = await self._n8n_call("deactivate_n8n_workflow")
+                self._live_version = None
                 await self._life.move(
                     S.INACTIVE,
                     reason or "deactivated",
@@ -885,6 +940,7 @@ class N8nLifecycleWorkflow:
                 )
             elif op.command == "archive":
                 deleted = await self._n8n_call("delete_n8n_workflow")
+                self._live_version = None
                 await self._life.move(
                     S.ARCHIVED,
                     reason or "archived",

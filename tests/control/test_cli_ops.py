@@ -44,6 +44,9 @@ async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli
 
     code, out, err = await rsm("wait", rid, "--state", "active", "--timeout", "2")
     assert code == 2 and "timed out after 2s" in err  # the credential is still missing
+    code, out, err = await rsm("satisfy", rid, "slak-token", "--actor", "vault")
+    assert code == 1 and f"{rid} has no requirement 'slak-token'" in err  # a typo adds nothing
+    assert "slack-token" in err and "pass --add TYPE" in err
     code, out, err = await rsm("satisfy", rid, "slack-token", "--actor", "vault")
     assert code == 0, err
     code, out, err = await rsm("wait", rid, "--state", "active", "--timeout", "60")

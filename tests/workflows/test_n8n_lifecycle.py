@@ -363,7 +363,8 @@ async def test_commands_and_transitions_refuse_illegal_requests_at_once(
         "retry": "retry needs a failed resource; this one is active",
         "activate": "only an inactive workflow can be activated",
         "scale": "scale is not supported",
-        "redeploy": "redeploy of a new export is not supported",
+        # Without the new export (tests/workflows/test_n8n_redeploy.py runs real redeploys).
+        "redeploy": "redeploy needs the new export",
     }
     for name, message in refusals.items():
         with pytest.raises(CommandRefused, match=message):
