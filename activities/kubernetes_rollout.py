@@ -77,6 +77,20 @@ class Manifests:
     template_hash: str
 
 
+def readiness_probe(health_path: str | None) -> dict[str, Any]:
+    """The kubelet's check of every pod: an HTTP GET of the health path on the container port
+    (ready while it answers 200-399), or, without a health path, a TCP connect to that port.
+
+    Server-side apply replaces one with the other cleanly: the fields rsm applied before and no
+    longer applies (`tcpSocket`) are removed, since rsm's field manager owned them."""
+    handler: dict[str, Any] = (
+        {"httpGet": {"path": health_path, "port": "http", "scheme": "HTTP"}}
+        if health_path
+        else {"tcpSocket": {"port": "http"}}
+    )
+    return {**handler, "periodSeconds": 2, "failureThreshold": 3}
+
+
 def render(req: KubernetesDeployRequest, config: KubernetesRuntimeConfig) -> Manifests:
     """The Deployment and Service to apply. The selector is only the resource label, so it never
     changes between versions (selectors are immutable); the template hash label picks out the pods
@@ -100,11 +114,7 @@ def render(req: KubernetesDeployRequest, config: KubernetesRuntimeConfig) -> Man
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if req.readiness_probe:
-        container["readinessProbe"] = {
-            "tcpSocket": {"port": "http"},
-            "periodSeconds": 2,
-            "failureThreshold": 3,
-        }
+        container["readinessProbe"] = readiness_probe(req.health_path)
     template: dict[str, Any] = {
         "metadata": {
             "labels": {RESOURCE_LABEL: label_value(req.resource_id)},

@@ -40,6 +40,10 @@ class KubernetesFailure:
     # The health check's port-forward never carried a connection: no Service, no ready pod behind
     # it, a port the Service does not have, or an API server that refuses the upgrade (RBAC).
     PORT_FORWARD_FAILED = "KubernetesPortForwardFailed"
+    # A team's health path, asked through its Service after the rollout, did not answer 2xx before
+    # the health deadline: details say the URL, the Service, the status or connection error and
+    # the start of the body.
+    SERVICE_UNHEALTHY = "KubernetesServiceUnhealthy"
 
     NON_RETRYABLE = (
         PROGRESS_DEADLINE_EXCEEDED,
@@ -51,6 +55,7 @@ class KubernetesFailure:
         ROLLOUT_TIMED_OUT,
         NOT_DEPLOYED,
         PORT_FORWARD_FAILED,
+        SERVICE_UNHEALTHY,
     )
 
 
@@ -78,6 +83,8 @@ class KubernetesActivity:
     DEACTIVATE = "kubernetes_deactivate"
     DELETE = "kubernetes_delete"
     ROLLBACK = "kubernetes_rollback"
+    # One HTTP GET of a team's health path through its Service (the access mode's way there).
+    SERVICE_HEALTH = "kubernetes_service_health"
 
 
 class KubernetesRuntimeConfig(BaseModel):
@@ -107,8 +114,11 @@ class KubernetesDeployRequest(DeployRequest):
 
     replicas: int = Field(default=1, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
-    # A TCP readiness probe on the container port: "ready" then means "accepts connections".
+    # The readiness probe: with a health_path (a team's HTTP health endpoint) an HTTP GET of that
+    # path on the container port, so "ready" means "answers 200-399 there" for every pod; without
+    # one (an MCP server, whose endpoint wants a session) a TCP probe: "accepts connections".
     readiness_probe: bool = True
+    health_path: str | None = Field(default=None, pattern=r"^/")
 
 
 class KubernetesApplyResult(BaseModel):
@@ -191,3 +201,29 @@ class KubernetesRollbackRequest(BaseModel):
 
     last_good: KubernetesDeployRequest
     reason: str = ""
+
+
+class ServiceHealthRequest(BaseModel):
+    """GET `health_path` under `endpoint` (the Service's URL the apply returned) until it answers
+    2xx or `deadline_seconds` pass."""
+
+    resource_id: str
+    endpoint: str
+    health_path: str = Field(pattern=r"^/")
+    deadline_seconds: float = 30.0
+
+
+class ServiceHealthResult(BaseModel):
+    """The answer that passed: which URL, reached how, and what it said."""
+
+    url: str
+    # How the worker reached it: the Service's DNS name, a port-forward to a pod behind it (named),
+    # or an operator's endpoint template.
+    via: str
+    status_code: int
+    body_excerpt: str = ""
+    attempts: int = 1
+    elapsed_seconds: float = 0.0
+
+    def summary(self) -> str:
+        return f"GET {self.url} through {self.via} answered HTTP {self.status_code}"

@@ -30,7 +30,7 @@ from pydantic_core import PydanticCustomError
 from state.commands import ApprovalDecision
 from state.machines import ResourceState, ResourceType
 from state.models import LifecyclePolicy, LifecycleStatus, RequirementStatus, ResourceRef
-from state.runtime_models import RuntimeKind
+from state.runtime_models import RuntimeKind, ServiceHealthResult
 
 MAX_REPLICAS = 20
 # `ApplicationError.type` of a failed team health check (state.errors.FailureType style; kept here
@@ -114,7 +114,8 @@ class TeamManifest(BaseModel):
     port_env: str = Field(default="PORT", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     health_path: str | None = Field(default=None, pattern=r"^/")
     # docker: one container per replica on this machine, each health-checked over HTTP. kubernetes:
-    # a Deployment of `replicas` pods; their readiness probe is the health check.
+    # a Deployment of `replicas` pods whose readiness probe GETs health_path on every pod, then one
+    # GET of health_path through the team's Service once the rollout is complete.
     runtime: RuntimeKind = "docker"
 
     @model_validator(mode="after")
@@ -300,6 +301,8 @@ class InstanceHealth(BaseModel):
 class TeamHealth(BaseModel):
     instances: list[InstanceHealth]
     elapsed_seconds: float = 0.0
+    # Kubernetes: the GET of health_path through the team's Service after the rollout.
+    service_check: ServiceHealthResult | None = None
 
     @property
     def healthy(self) -> bool:

@@ -29,6 +29,7 @@ from activities.kubernetes_portforward import (
     choose_access,
 )
 from activities.kubernetes_runtime import KubernetesRuntime
+from activities.kubernetes_service_health import ServiceHealthChecker
 from activities.mcp_health import McpHealthChecker
 from activities.n8n_activities import (
     N8nApi,
@@ -82,6 +83,9 @@ class LifecycleActivities:
     team: TeamDockerRuntime
     webhooks: WebhookDeliverer | None = None
     kubernetes: KubernetesRuntime | None = None
+    # A team's GET of its health path through its Service; None: asked as the URL says (the
+    # Service's DNS name or the endpoint template), with the runtime's configuration.
+    service_health: ServiceHealthChecker | None = None
 
     def all(self) -> list[object]:
         activities: list[object] = [
@@ -104,7 +108,16 @@ class LifecycleActivities:
             activities.append(self.webhooks.deliver_transition_webhooks)
         if self.kubernetes is not None:
             k = self.kubernetes
-            activities += [k.apply, k.wait_rollout, k.scale, k.deactivate, k.delete, k.rollback]
+            service = self.service_health or ServiceHealthChecker(k.config)
+            activities += [
+                k.apply,
+                k.wait_rollout,
+                k.scale,
+                k.deactivate,
+                k.delete,
+                k.rollback,
+                service.service_health,
+            ]
         return activities
 
 
@@ -128,8 +141,9 @@ def kubernetes_api_client(settings: RsmSettings) -> object:
 def kubernetes_wiring(
     settings: RsmSettings,
 ) -> tuple[KubernetesRuntime, ServicePortForwarder | None]:
-    """The runtime, and the port-forwarder its health checks go through when the worker reaches
-    Services from outside the cluster (RSM_KUBERNETES_ACCESS, chosen by choose_access)."""
+    """The runtime, and the port-forwarder its health checks (MCP, and teams' HTTP check through
+    the Service) go through when the worker reaches Services from outside the cluster
+    (RSM_KUBERNETES_ACCESS, chosen by choose_access)."""
     access = choose_access(
         settings.kubernetes_access, settings.kubernetes_endpoint_template, in_cluster(settings)
     )
@@ -161,6 +175,10 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
     health: McpHealthChecker | PortForwardingHealthChecker = McpHealthChecker()
     if forwarder is not None:
         health = PortForwardingHealthChecker(McpHealthChecker(), forwarder)
+    # Teams' HTTP health through their Service, reached as the MCP check reaches it.
+    service_health = (
+        ServiceHealthChecker(kubernetes.config, forwarder) if kubernetes is not None else None
+    )
     return LifecycleActivities(
         recorder=TransitionRecorder(
             store, webhook_store.any_active if webhook_store is not None else None
@@ -188,6 +206,7 @@ def real_activities(store: StateStore, settings: RsmSettings) -> LifecycleActivi
             else None
         ),
         kubernetes=kubernetes,
+        service_health=service_health,
         webhooks=WebhookDeliverer(webhook_store),
     )
 

@@ -15,10 +15,15 @@ back to `awaiting_dependencies` (its instances keep running) and its return brin
 
 Two runtimes, chosen by the manifest's `runtime`. docker: one container per replica, each checked
 over HTTP. kubernetes: one Deployment of `replicas` pods, applied server-side and waited for until
-the rollout is complete (the cluster's readiness probe is the health check, so the rollout's ready
-pods are the team's health); scale patches spec.replicas and waits again, deactivate scales to
-zero, archive deletes what was applied. A rollout that cannot succeed (ImagePullBackOff,
-CrashLoopBackOff, unschedulable) fails the team with the pod named.
+the rollout is complete. The cluster checks every instance: with a `health_path` the readiness
+probe is an HTTP GET of it on each pod (a TCP connect without one), so the rollout's ready pods are
+the instances' health. Then, with a `health_path`, one GET of it through the team's Service (the
+worker's access mode: its DNS name, a port-forward to a ready pod behind it, or the endpoint
+template) must answer 2xx within the health deadline, which proves the Service leads to them
+(patch `team-kubernetes-service-health`). scale patches spec.replicas, waits and checks again,
+deactivate scales to zero, archive deletes what was applied. A rollout that cannot succeed
+(ImagePullBackOff, CrashLoopBackOff, unschedulable) fails the team with the pod named; a Service
+that does not answer 2xx fails it with the URL, the status or error and the start of the body.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ with workflow.unsafe.imports_passed_through():
         KubernetesScaleResult,
         RolloutStatus,
         RolloutWaitRequest,
+        ServiceHealthRequest,
+        ServiceHealthResult,
     )
     from state.team_models import (
         MAX_REPLICAS,
@@ -67,6 +74,8 @@ from workflows.operations import BUILD_RETRY, STEP_RETRY, OperatedWorkflow
 
 S = ResourceState
 HEALTH_HEARTBEAT = timedelta(seconds=20)
+# On Kubernetes, a team with a health_path is checked through its Service after each rollout.
+PATCH_SERVICE_HEALTH = "team-kubernetes-service-health"
 
 
 @workflow.defn
@@ -292,9 +301,10 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
         else:
             deployment = await self._runtime_step("deploy_team", image, version, replicas)
             health = await self._check_health(deployment)
+        checked = f"; {health.service_check.summary()}" if health.service_check else ""
         await self._life.move(
             S.DEPLOYED,
-            f"{note}{health.summary()}: {deployment.where}",
+            f"{note}{health.summary()}: {deployment.where}{checked}",
             metadata={
                 "deployment": deployment.model_dump(mode="json"),
                 "health": health.model_dump(mode="json"),
@@ -322,6 +332,8 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
                 mcp_path="",
                 replicas=replicas,
                 env=self._manifest.env,
+                # The readiness probe GETs it on every pod (a TCP probe without one).
+                health_path=self._manifest.health_path,
             ),
             KubernetesApplyResult,
             timeout=timedelta(minutes=1),
@@ -337,11 +349,13 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
             desired_replicas=applied.replicas,
         )
         self._deployment = deployment
-        return deployment, await self._wait_rollout(deployment, applied.generation)
+        health = await self._wait_rollout(deployment, applied.generation)
+        return deployment, await self._check_service(deployment, health)
 
     async def _wait_rollout(self, deployment: TeamDeployment, generation: int | None) -> TeamHealth:
-        """The team's health on Kubernetes: a complete rollout of this generation, whose ready
-        pods passed the readiness probe (the cluster's health check, so no probe of our own)."""
+        """The instances' health on Kubernetes: a complete rollout of this generation, whose ready
+        pods passed the readiness probe (the kubelet's check of every pod; _check_service then
+        checks the Service in front of them)."""
         timeout = self._policy.deploy_timeout
         rollout = await self._step(
             KubernetesActivity.WAIT_ROLLOUT,
@@ -368,6 +382,34 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
             ],
             elapsed_seconds=rollout.elapsed_seconds,
         )
+        return self._health
+
+    async def _check_service(self, deployment: TeamDeployment, health: TeamHealth) -> TeamHealth:
+        """After a complete rollout: one GET of health_path through the team's Service, retried
+        until the health deadline; anything but 2xx fails the step (KubernetesServiceUnhealthy).
+        Histories recorded before this check have no marker and replay without it."""
+        path = self._manifest.health_path
+        if (
+            path is None
+            or deployment.endpoint is None
+            or not workflow.patched(PATCH_SERVICE_HEALTH)
+        ):
+            return health
+        deadline = self._policy.health_deadline
+        checked = await self._step(
+            KubernetesActivity.SERVICE_HEALTH,
+            ServiceHealthRequest(
+                resource_id=self._input.ref.resource_id,
+                endpoint=deployment.endpoint,
+                health_path=path,
+                deadline_seconds=deadline.total_seconds(),
+            ),
+            ServiceHealthResult,
+            timeout=deadline + timedelta(seconds=30),
+            heartbeat=HEALTH_HEARTBEAT,
+            retry=STEP_RETRY,
+        )
+        self._health = health.model_copy(update={"service_check": checked})
         return self._health
 
     async def _runtime_step(
@@ -537,9 +579,11 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
             self._deployment = after
             self._manifest = self._manifest.model_copy(update={"replicas": replicas})
             health = await self._wait_rollout(after, scaled.generation)
+            health = await self._check_service(after, health)
+            checked = f"; {health.service_check.summary()}" if health.service_check else ""
             await self._life.move(
                 S.ACTIVE,
-                f"{replicas} replicas: {health.summary()}",
+                f"{replicas} replicas: {health.summary()}{checked}",
                 metadata={
                     "replicas": replicas,
                     "previous_replicas": scaled.previous_replicas,

@@ -30,7 +30,7 @@ from activities.docker_runtime import LocalDockerRuntime
 from activities.kubernetes_rollout import RESOURCE_LABEL, object_name, render
 from activities.kubernetes_runtime import KubernetesRuntime
 from activities.runtime import Runtime
-from state.models import StopRuntimeRequest
+from state.models import DeployRequest, StopRuntimeRequest
 from state.runtime_models import (
     KubernetesDeployRequest,
     KubernetesFailure,
@@ -538,6 +538,76 @@ async def test_rollback_reapplies_the_last_good_spec(cluster: Cluster) -> None:
         hashes = {p["metadata"]["labels"]["rsm.template_hash"] for p in sim_pods(cluster, rid)}
         assert hashes == {good_hash}
     await activity_env().env.run(cluster.runtime.delete, StopRuntimeRequest(resource_id=rid))
+
+
+# -- the readiness probe ---------------------------------------------------------------------------
+
+
+def _probe_of(req: KubernetesDeployRequest) -> Any:
+    manifests = render(req, KubernetesRuntimeConfig(namespace="ns"))
+    return manifests.deployment["spec"]["template"]["spec"]["containers"][0].get("readinessProbe")
+
+
+def test_a_health_path_makes_the_readiness_probe_an_http_get_of_it() -> None:
+    team = KubernetesDeployRequest(
+        resource_id="t", name="t", version="1", image="i", mcp_path="", health_path="/healthz"
+    )
+    assert _probe_of(team) == {
+        # On the container port the Service targets (named "http"), as the kubelet asks every pod.
+        "httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
+        "periodSeconds": 2,
+        "failureThreshold": 3,
+    }
+    # Without a health path (an MCP server, whose endpoint wants a session): a TCP connect.
+    mcp = KubernetesDeployRequest(
+        **DeployRequest(resource_id="t", name="t", version="1", image="i").model_dump()
+    )
+    assert _probe_of(mcp) == {
+        "tcpSocket": {"port": "http"},
+        "periodSeconds": 2,
+        "failureThreshold": 3,
+    }
+    assert _probe_of(team.model_copy(update={"readiness_probe": False})) is None
+    # The probe is part of the pod template: changing it is a new template, i.e. a new rollout.
+    config = KubernetesRuntimeConfig(namespace="ns")
+    assert (
+        render(team, config).template_hash
+        != render(team.model_copy(update={"health_path": None}), config).template_hash
+    )
+
+
+@pytest.fixture
+async def real_cluster() -> AsyncIterator[Cluster]:
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip("no KUBECONFIG")
+    async with kubeconfig_cluster() as c:
+        yield c
+
+
+async def test_on_a_real_cluster_apply_switches_the_probe_between_tcp_and_http(
+    real_cluster: Cluster,
+) -> None:
+    """Server-side apply drops what rsm's field manager applied before and no longer applies: a
+    probe handler left behind would make two handlers, which the API server refuses (422).
+    (kmock merges apply patches instead, so this runs on a real API server only.)"""
+    rid = unique_id("t")
+    tcp = real_cluster.request(
+        rid, readiness_probe=True
+    )  # the spec is read; pods may never be ready
+    try:
+        await apply(real_cluster, tcp)
+        await apply(real_cluster, tcp.model_copy(update={"health_path": "/healthz"}))
+        probe = (await real_cluster.read_deployment(rid)).spec.template.spec.containers[0]
+        assert probe.readiness_probe.tcp_socket is None
+        assert probe.readiness_probe.http_get.path == "/healthz"
+        await apply(real_cluster, tcp)
+        probe = (await real_cluster.read_deployment(rid)).spec.template.spec.containers[0]
+        assert probe.readiness_probe.http_get is None
+        assert probe.readiness_probe.tcp_socket.port == "http"
+    finally:
+        await activity_env().env.run(
+            real_cluster.runtime.delete, StopRuntimeRequest(resource_id=rid)
+        )
 
 
 # -- the Runtime protocol ----------------------------------------------------------------------------

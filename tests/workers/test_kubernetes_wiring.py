@@ -7,9 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 
+from activities.kubernetes_portforward import PortForwardingHealthChecker
+from state.postgres import PostgresStore
 from state.settings import RsmSettings
-from workers.worker import in_cluster, kubernetes_wiring
+from workers.worker import in_cluster, kubernetes_wiring, real_activities
 
 TEMPLATE = "http://{name}.example.org{mcp_path}"
 
@@ -62,6 +65,20 @@ def test_service_access_uses_the_dns_name_without_a_forwarder(kubeconfig: Path) 
     )
     runtime, forwarder = kubernetes_wiring(settings)
     assert forwarder is None and runtime.config.endpoint_template is None
+
+
+async def test_teams_http_health_is_registered_and_shares_the_port_forwarder(
+    kubeconfig: Path, store: PostgresStore, docker_engine: object
+) -> None:
+    settings = RsmSettings(kubernetes_enabled=True, kubeconfig=kubeconfig)
+    wiring = real_activities(store, settings)
+    assert isinstance(wiring.health, PortForwardingHealthChecker)
+    assert wiring.service_health is not None
+    # The MCP check and the team's HTTP check reach Services the same way.
+    assert wiring.service_health._forwarder is wiring.health._forwarder
+    assert wiring.service_health._config == wiring.kubernetes.config  # type: ignore[union-attr]
+    names = {activity._Definition.must_from_callable(fn).name for fn in wiring.all()}  # type: ignore[arg-type]
+    assert {"kubernetes_apply", "kubernetes_wait_rollout", "kubernetes_service_health"} <= names
 
 
 def test_a_worker_in_a_pod_is_in_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:

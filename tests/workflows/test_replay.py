@@ -6,39 +6,100 @@ Histories are recorded by the end-to-end tests with RSM_RECORD_HISTORIES=1 and k
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from workers.worker import WORKFLOWS, sandbox_runner
+from workflows.team_lifecycle import PATCH_SERVICE_HEALTH, TeamLifecycleWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+FOLDER = Path(__file__).parent / "histories"
+HISTORIES = sorted(FOLDER.glob("*.json"))
+# A Kubernetes team recorded before the check through its Service existed, and two after.
+TEAM_K8S_BEFORE = FOLDER / "team_kubernetes_before_service_check.json"
+TEAM_K8S_AFTER = [
+    FOLDER / "team_kubernetes_service_checked_scaled_archived.json",
+    FOLDER / "team_kubernetes_service_unhealthy_archived.json",
+]
 
 
 def test_there_are_histories_to_replay() -> None:
     assert {p.stem for p in HISTORIES} >= {
         "mcp_active_then_archived",
         "mcp_build_failed_retried_archived",
+        TEAM_K8S_BEFORE.stem,
+        *(p.stem for p in TEAM_K8S_AFTER),
         *(p.stem for p in HISTORIES if p.stem.startswith("team_")),
     }
     assert any(p.stem.startswith("team_") for p in HISTORIES)
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
+def _scheduled(path: Path) -> list[str]:
+    return [
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in json.loads(path.read_text())["events"]
+        if "activityTaskScheduledEventAttributes" in e
+    ]
+
+
+def _patches(path: Path) -> set[str]:
+    found = set()
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker.get("markerName") == "core_patch":
+            for payload in marker["details"]["patch-data"]["payloads"]:
+                found.add(json.loads(base64.b64decode(payload["data"]))["id"])
+    return found
+
+
+def _history(path: Path) -> WorkflowHistory:
     workflow_id = json.loads(path.read_text())["events"][0][
         "workflowExecutionStartedEventAttributes"
     ].get("workflowId", path.stem)
+    return WorkflowHistory.from_json(workflow_id, path.read_text())
+
+
+def test_the_team_service_check_is_recorded_behind_its_patch() -> None:
+    assert "kubernetes_service_health" not in _scheduled(TEAM_K8S_BEFORE)
+    assert PATCH_SERVICE_HEALTH not in _patches(TEAM_K8S_BEFORE)
+    assert "kubernetes_wait_rollout" in _scheduled(TEAM_K8S_BEFORE)
+    for path in TEAM_K8S_AFTER:
+        assert "kubernetes_service_health" in _scheduled(path), path.stem
+        assert PATCH_SERVICE_HEALTH in _patches(path), path.stem
+
+
+async def test_without_its_patch_the_service_check_would_break_the_older_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guard is what keeps the older history replaying: with every patch taken (as code
+    without workflow.patched behaves), the new activity meets that history's next step and the
+    replay fails with a non-determinism error."""
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: True)
+    replayer = Replayer(
+        workflows=[TeamLifecycleWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    result = await replayer.replay_workflow(
+        _history(TEAM_K8S_BEFORE), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    failure = str(result.replay_failure)
+    assert "Nondeterminism" in failure and "'kubernetes_service_health'" in failure, failure
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
     replayer = Replayer(
         workflows=list(WORKFLOWS),
         data_converter=pydantic_data_converter,
         workflow_runner=sandbox_runner(),
     )
-    result = await replayer.replay_workflow(
-        WorkflowHistory.from_json(workflow_id, path.read_text())
-    )
+    result = await replayer.replay_workflow(_history(path))
     assert result.replay_failure is None
