@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from state.errors import (
     FailureType,
     IllegalTransitionError,
+    InvalidValueError,
     SchemaDriftError,
     StaleStateError,
     StoreError,
@@ -29,6 +30,7 @@ _PERMANENT: dict[type[StoreError], str] = {
     UnknownResourceError: FailureType.UNKNOWN_RESOURCE,
     StaleStateError: FailureType.STALE_STATE,
     SchemaDriftError: FailureType.SCHEMA_DRIFT,
+    InvalidValueError: FailureType.INVALID_VALUE,
 }
 
 

@@ -10,12 +10,15 @@ from pydantic import BaseModel, Field
 
 from state.machines import ResourceState
 from state.models import (  # noqa: F401  (re-exported: the policy's parts live with the policy)
+    MAX_REASON,
     ApprovalDecision,
     ApprovalPolicy,
+    JsonObject,
     RequirementSpec,
     RequirementStatus,
     RequirementType,
     ResourceRef,
+    Text,
 )
 
 CommandName = Literal["retry", "deactivate", "activate", "redeploy", "scale", "archive"]
@@ -23,13 +26,14 @@ COMMAND_NAMES: tuple[str, ...] = ("retry", "deactivate", "activate", "redeploy",
 
 
 class RequirementUpdate(BaseModel):
-    name: str = Field(min_length=1)
+    # Shown in BlockedOn (a search attribute Temporal caps at 2 KB for all of them together).
+    name: Text = Field(min_length=1, max_length=200)
     status: RequirementStatus
     requirement_type: RequirementType = "other"
-    actor: str = "operator"
-    reason: str = ""
+    actor: Text = "operator"
+    reason: Text = Field(default="", max_length=MAX_REASON)
     # Free-form facts about the requirement (where a credential was verified, ...); kept on its row.
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: JsonObject = Field(default_factory=dict)
 
 
 class DependencyChange(BaseModel):
@@ -39,21 +43,21 @@ class DependencyChange(BaseModel):
 
 class OperatorCommand(BaseModel):
     command: CommandName
-    actor: str = Field(default="operator", min_length=1)
-    reason: str = ""
+    actor: Text = Field(default="operator", min_length=1)
+    reason: Text = Field(default="", max_length=MAX_REASON)
     # redeploy: the new source (a directory for MCP servers and teams) and its version.
-    context_path: str | None = None
-    version: str | None = None
+    context_path: Text | None = None
+    version: Text | None = None
     # scale: the new replica count.
     replicas: int | None = Field(default=None, ge=0, le=100)
 
 
 class ManualTransition(BaseModel):
     to_state: ResourceState
-    actor: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
+    actor: Text = Field(min_length=1)
+    reason: Text = Field(min_length=1, max_length=MAX_REASON)
     # Recorded on the transition's row (an image tag, an n8n id, a validation report).
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 class CommandResult(BaseModel):

@@ -23,6 +23,11 @@ class SchemaDriftError(StoreError):
     """The database does not know a state or machine the code uses: a migration is missing."""
 
 
+class InvalidValueError(StoreError):
+    """The database refused a value itself (a NUL character, a value out of range): the same
+    request would be refused again, so it is not retried."""
+
+
 class StoreUnavailableError(StoreError):
     """The database could not be reached; temporary, so callers retry."""
 
@@ -40,6 +45,7 @@ class FailureType:
     UNKNOWN_RESOURCE = "UnknownResource"
     STALE_STATE = "StaleState"
     SCHEMA_DRIFT = "SchemaDrift"
+    INVALID_VALUE = "InvalidValue"
 
     # Permanent: retrying cannot help, a person must act (kopf's PermanentError).
     NON_RETRYABLE = (
@@ -50,4 +56,5 @@ class FailureType:
         UNKNOWN_RESOURCE,
         STALE_STATE,
         SCHEMA_DRIFT,
+        INVALID_VALUE,
     )

@@ -7,9 +7,9 @@ Every workflow and activity takes exactly one of these models, so fields can be 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from state.machines import ResourceState, ResourceType
 
@@ -23,6 +23,29 @@ class ResourceRef(BaseModel):
     @property
     def workflow_id(self) -> str:
         return workflow_id_for(self.resource_type, self.resource_id)
+
+
+def refuse_nul(value: Any) -> Any:
+    """Postgres text and jsonb cannot hold NUL characters: refused where a message enters, with a
+    name, instead of failing in the store where a retry would repeat it forever."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL (\\x00) characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key)
+            refuse_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            refuse_nul(item)
+    return value
+
+
+# Text and JSON objects people send in messages (reasons, actors, metadata, details).
+Text = Annotated[str, AfterValidator(refuse_nul)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(refuse_nul)]
+# A reason is free text, but a whole log pasted into one would not fit a Temporal payload.
+MAX_REASON = 10_000
 
 
 def workflow_id_for(resource_type: ResourceType | str, resource_id: str) -> str:
@@ -43,8 +66,8 @@ class ApprovalPolicy(BaseModel):
 
 
 class ApprovalDecision(BaseModel):
-    approver: str = Field(min_length=1)
-    reason: str = ""
+    approver: Text = Field(min_length=1)
+    reason: Text = Field(default="", max_length=MAX_REASON)
 
 
 class RequirementSpec(BaseModel):
@@ -254,12 +277,13 @@ class ReportedLifecycleInput(BaseModel):
     reports, one transition at a time; see workflows/reported_lifecycle.py."""
 
     ref: ResourceRef
-    name: str = Field(min_length=1)
-    owner_team: str = ""
-    actor: str = Field(default="system", min_length=1)
-    reason: str = "registered"
+    name: Text = Field(min_length=1, max_length=200)
+    # A search attribute too (OwnerTeam), which Temporal caps at 2 KB.
+    owner_team: Text = Field(default="", max_length=200)
+    actor: Text = Field(default="system", min_length=1, max_length=200)
+    reason: Text = Field(default="registered", max_length=MAX_REASON)
     # Recorded on the `registered` row and kept as the resource's spec (mcp_type, framework, ...).
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     # Carried across continue-as-new.
     transition_seq: int = 0
     resume_state: ResourceState | None = None
@@ -276,8 +300,8 @@ class RequirementUpdateState(BaseModel):
 
 
 class CommandRequest(BaseModel):
-    actor: str = "operator"
-    reason: str = ""
+    actor: Text = "operator"
+    reason: Text = Field(default="", max_length=MAX_REASON)
 
 
 McpLifecycleInput.model_rebuild()

@@ -6,6 +6,8 @@ refusals (SQLSTATE RSM01..RSM05) to the errors in `state.errors`.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from state.commands import RequirementRecord
 from state.errors import (
     IllegalTransitionError,
+    InvalidValueError,
     SchemaDriftError,
     StaleStateError,
     StoreError,
@@ -52,7 +55,37 @@ def _translate(exc: psycopg.Error) -> StoreError:
         message = f"{message} ({diag.message_hint})"
     if isinstance(exc, psycopg.OperationalError) and sqlstate[:2] in {"08", "57", ""}:
         return StoreUnavailableError(message)
+    # Class 22 (data exception) and psycopg's own refusal of a value it cannot send (a NUL).
+    if sqlstate.startswith("22") or (isinstance(exc, psycopg.DataError) and not sqlstate):
+        return InvalidValueError(message)
     return _SQLSTATE_ERRORS.get(sqlstate, StoreError)(message)
+
+
+# A server that is starting, or not listening yet, may answer in a moment; anything else (a missing
+# database, a refused password, a malformed URL) will not, and is named at once.
+_WORTH_WAITING = ("connection refused", "starting up", "shutting down", "timeout expired")
+
+
+async def _first_connection(dsn: str, timeout: float) -> None:
+    """One plain connection before the pool: the pool only says "initialization incomplete" when
+    it gives up, while this keeps the server's own reason for the error message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                dsn, connect_timeout=max(1, round(min(timeout, 5)))
+            )
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            waiting = any(word in str(exc).lower() for word in _WORTH_WAITING)
+            if not waiting or time.monotonic() + 0.5 > deadline:
+                raise StoreUnavailableError(
+                    f"cannot connect to Postgres at {_redact(dsn)}: {reason}"
+                ) from None
+            await asyncio.sleep(0.5)
+            continue
+        await conn.close()
+        return
 
 
 class PostgresStore:
@@ -63,6 +96,7 @@ class PostgresStore:
     async def connect(
         cls, dsn: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 15.0
     ) -> PostgresStore:
+        await _first_connection(dsn, timeout)
         pool = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=False, kwargs={"autocommit": True}
         )

@@ -21,7 +21,7 @@ import httpx
 from postgrest.exceptions import APIError
 
 from state.commands import RequirementRecord
-from state.errors import SchemaDriftError, StoreError, StoreUnavailableError
+from state.errors import InvalidValueError, SchemaDriftError, StoreError, StoreUnavailableError
 from state.models import (
     McpRegistryEntry,
     RegisterResourceRequest,
@@ -73,6 +73,8 @@ def translate_api_error(exc: APIError) -> StoreError:
             f"permission denied: {message}; SupabaseStore writes as the service role and needs the"
             " service-role key (SUPABASE_SERVICE_ROLE_KEY), not the anon key"
         )
+    if code.startswith("22"):
+        return InvalidValueError(f"{message} [{code}]")
     if code in _AUTH_REFUSED:
         return StoreError(f"Supabase refused the key: {message} [{code}]")
     return StoreError(f"{message} [{code}]" if code else message)

@@ -10,8 +10,10 @@ import pytest
 
 from state.errors import (
     IllegalTransitionError,
+    InvalidValueError,
     SchemaDriftError,
     StaleStateError,
+    StoreUnavailableError,
     UnknownResourceError,
 )
 from state.machines import MACHINES, ResourceState, ResourceType, machine_for
@@ -43,13 +45,12 @@ async def _register(
 def _move(
     ref: ResourceRef, to: ResourceState, key: str | None = None, **kw: object
 ) -> TransitionRequest:
+    fields: dict[str, object] = {"actor": "tester", "reason": f"to {to}", **kw}
     return TransitionRequest(
         ref=ref,
         to_state=to,
-        actor="tester",
-        reason=f"to {to}",
         idempotency_key=key or unique_id("key"),
-        **kw,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
     )
 
 
@@ -150,6 +151,25 @@ async def test_unknown_resource_and_stale_state_are_named(store: PostgresStore) 
     ref = await _register(store)
     with pytest.raises(StaleStateError, match="is in created, not building"):
         await store.record_transition(_move(ref, S.BUILT, from_state=S.BUILDING))
+
+
+async def test_a_value_the_database_cannot_hold_is_named_and_records_nothing(
+    store: PostgresStore,
+) -> None:
+    # The message models refuse NULs first; this is the store's own answer when one gets past.
+    ref = await _register(store)
+    with pytest.raises(InvalidValueError, match=r"NUL|0x00"):
+        await store.record_transition(_move(ref, S.REGISTERED, actor="a\x00b"))
+    with pytest.raises(InvalidValueError):
+        await store.record_transition(_move(ref, S.REGISTERED, metadata={"k": "\u0000"}))
+    assert [t.to_state for t in await store.list_transitions(ref.resource_id)] == [S.CREATED]
+
+
+async def test_a_database_that_does_not_exist_is_named_at_once(pg_dsn: str) -> None:
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(StoreUnavailableError, match='database "no_such_db" does not exist'):
+        await PostgresStore.connect(pg_dsn.rsplit("/", 1)[0] + "/no_such_db", timeout=15)
+    assert asyncio.get_running_loop().time() - started < 5  # not the pool's 15 s of retrying
 
 
 async def test_a_state_the_database_does_not_know_is_schema_drift(
