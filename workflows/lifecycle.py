@@ -60,6 +60,27 @@ WEBHOOK_WINDOW = timedelta(minutes=10)
 SCHEMA_DRIFT_BLOCK = "schema-drift"
 
 
+# Temporal refuses a search attribute value over 2 KB, and a refused upsert fails the workflow task
+# for good: long lists are cut with a count of what was left out (the query has them all).
+SEARCH_ATTRIBUTE_BUDGET = 1800
+
+
+def _fit(text: str) -> str:
+    return text.encode()[:SEARCH_ATTRIBUTE_BUDGET].decode(errors="ignore")
+
+
+def fit_keywords(items: list[str]) -> list[str]:
+    kept: list[str] = []
+    used = 0
+    for i, item in enumerate(items):
+        size = len(item.encode()) + 8  # what a list element costs in the encoded payload
+        if used + size > SEARCH_ATTRIBUTE_BUDGET - 24:
+            return [*kept, f"+{len(items) - i} more"]
+        kept.append(item)
+        used += size
+    return kept
+
+
 class Lifecycle:
     def __init__(
         self,
@@ -93,8 +114,8 @@ class Lifecycle:
             [
                 RESOURCE_TYPE.value_set(self.ref.resource_type.value),
                 RESOURCE_STATE.value_set(self.state.value),
-                OWNER_TEAM.value_set(self.owner_team),
-                BLOCKED_ON.value_set(list(self.blocked_on)),
+                OWNER_TEAM.value_set(_fit(self.owner_team)),
+                BLOCKED_ON.value_set(fit_keywords(self.blocked_on)),
             ]
         )
 
