@@ -19,6 +19,11 @@ class GateActivities:
     async def record_requirement(self, record: RequirementRecord) -> RequirementRecord:
         return await self._store.upsert_requirement(record)
 
+    @activity.defn(name="list_requirements")
+    async def list_requirements(self, ref: ResourceRef) -> list[RequirementRecord]:
+        """The requirements the database holds for a resource (a restarted lifecycle's gates)."""
+        return await self._store.list_requirements(ref.resource_id)
+
     @activity.defn(name="link_dependencies")
     async def link_dependencies(self, links: DependencyLinks) -> dict[str, str]:
         """Record the links first, then read the dependencies' states: a dependency that becomes

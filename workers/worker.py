@@ -92,6 +92,7 @@ class LifecycleActivities:
             self.recorder.register_resource,
             self.recorder.record_transition,
             self.gates.record_requirement,
+            self.gates.list_requirements,
             self.gates.link_dependencies,
             self.gates.list_dependents,
             self.builder.build_image,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from state.commands import (
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         DependencyChange,
         ManualTransition,
         OperatorCommand,
+        RequirementRecord,
         RequirementUpdate,
     )
     from state.machines import ResourceState, ResourceType
@@ -39,9 +41,17 @@ with workflow.unsafe.imports_passed_through():
         TransitionView,
     )
 
-from workflows.lifecycle import SYSTEM_ACTOR, Lifecycle
+from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
 
 S = ResourceState
+
+# Behaviour added after the first recorded histories, each asked once at the start of a run:
+# a run that adopts a resource reloads its requirements from the database,
+PATCH_RELOAD_GATES = "reported-reload-gates"
+# a team goes back to `awaiting_dependencies` when a dependency leaves `active`,
+PATCH_DEPENDENCY_LEFT = "reported-team-dependency-left"
+# and a report the store refuses for good is answered "not recorded" (it failed the run before).
+PATCH_REFUSED_REPORT = "reported-refused-report"
 
 # What each operator command means for a reported resource: a transition the operator may ask for
 # directly (rsm builds and deploys nothing here, so redeploy and scale belong to the factory).
@@ -82,6 +92,7 @@ class ReportedLifecycleWorkflow:
         self._ready = input.resume_state is not None
         self._failure_reason: str | None = None
         self._life.blocked_on = self._blocked_on()
+        self._reloads_gates = self._follows_leaving = self._answers_refusals = False
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -246,24 +257,32 @@ class ReportedLifecycleWorkflow:
 
     def _automatic_move(self) -> tuple[ResourceState, str] | None:
         """A move the gates make by themselves: a failed requirement fails the resource; a team
-        whose dependencies are all satisfied leaves `awaiting_dependencies`."""
+        whose dependencies are all satisfied leaves `awaiting_dependencies`, and goes back to it
+        when one of them leaves `active`."""
         state = self._life.state
         failed = sorted(r.name for r in self._requirements.values() if r.status == "failed")
         if failed and state is not S.FAILED and self._life.can_move(S.FAILED):
             return S.FAILED, f"requirement failed: {', '.join(failed)}"
-        if (
-            state is S.AWAITING_DEPENDENCIES
-            and self._input.ref.resource_type is ResourceType.TEAM
-            and not failed
-            and not self._blocked_on()
-        ):
+        if self._input.ref.resource_type is not ResourceType.TEAM or failed:
+            return None
+        if state is S.AWAITING_DEPENDENCIES and not self._blocked_on():
             return S.ACTIVE, "all dependencies satisfied"
+        waiting = sorted(
+            r.name
+            for r in self._requirements.values()
+            if r.requirement_type == "dependency" and r.status == "pending"
+        )
+        if state is S.ACTIVE and waiting and self._follows_leaving:
+            return S.AWAITING_DEPENDENCIES, f"dependency not active: {', '.join(waiting)}"
         return None
 
     # -- main loop ------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: ReportedLifecycleInput) -> LifecycleResult:
+        self._reloads_gates = workflow.patched(PATCH_RELOAD_GATES)
+        self._follows_leaving = workflow.patched(PATCH_DEPENDENCY_LEFT)
+        self._answers_refusals = workflow.patched(PATCH_REFUSED_REPORT)
         if input.resume_state is None:
             await self._register(input)
         while self._life.state is not S.ARCHIVED:
@@ -309,6 +328,22 @@ class ReportedLifecycleWorkflow:
             await self._life.move(
                 S.REGISTERED, input.reason, actor=input.actor, metadata=input.metadata
             )
+        elif self._reloads_gates:
+            # An earlier lifecycle of this resource ended (terminated, or lost): its gates are in
+            # the database, and a new run that forgot them would let the resource past them.
+            for record in await workflow.execute_activity(
+                "list_requirements",
+                input.ref,
+                result_type=list[RequirementRecord],
+                start_to_close_timeout=STORE_TIMEOUT,
+                retry_policy=STORE_RETRY,
+            ):
+                self._requirements[record.name] = RequirementUpdateState(
+                    name=record.name,
+                    requirement_type=record.requirement_type,
+                    status=record.status,
+                    details=record.details,
+                )
         self._ready = True
         self._life.blocked_on = self._blocked_on()
         self._life.upsert_search_attributes()
@@ -322,9 +357,21 @@ class ReportedLifecycleWorkflow:
             self._failure_reason = report.reason
         elif report.to_state is S.REGISTERED:
             self._failure_reason = None
-        record = await self._life.move(
-            report.to_state, report.reason, actor=report.actor, metadata=report.metadata
-        )
+        try:
+            record = await self._life.move(
+                report.to_state, report.reason, actor=report.actor, metadata=report.metadata
+            )
+        except ActivityError as err:
+            if not self._answers_refusals:
+                raise
+            # The store refused this report for good (a value it cannot hold): the caller hears
+            # why, the resource stays where it was. Temporary failures are retried inside.
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+            report.outcome = CommandResult(
+                accepted=False, state=self._life.state, message=f"not recorded: {message}"
+            )
+            return
         report.outcome = CommandResult(
             accepted=True, state=record.to_state, message=f"recorded #{record.transition_id}"
         )

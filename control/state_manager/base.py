@@ -11,16 +11,18 @@ keep a resource out of `active` while one is pending.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from control.state_manager.connection import StateClient, create_client
+from control.state_manager.connection import StateClient, StateManagerUnavailable, create_client
 from control.state_manager.shapes import (
     REQUIREMENT_STATUSES,
     REQUIREMENT_TYPES,
@@ -115,16 +117,20 @@ class ResourceStateManager:
         if existing is not None and existing.current_state is ResourceState.ARCHIVED:
             raise _Refused(f"{ref.resource_type} {ref.resource_id} is archived")
         lifecycle = self.client.lifecycle
-        handle = await lifecycle.client.start_workflow(
-            ReportedLifecycleWorkflow.run,
-            ReportedLifecycleInput(
+        try:
+            lifecycle_input = ReportedLifecycleInput(
                 ref=ref,
                 name=resource_name,
                 owner_team=owner_team,
                 actor=actor,
                 reason=reason,
-                metadata=metadata,
-            ),
+                metadata=_json_metadata(metadata),
+            )
+        except ValidationError as err:
+            raise _Refused(_validation_message(err)) from None
+        handle = await lifecycle.client.start_workflow(
+            ReportedLifecycleWorkflow.run,
+            lifecycle_input,
             id=ref.workflow_id,
             task_queue=lifecycle.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -165,7 +171,7 @@ class ResourceStateManager:
             return
         try:
             request = ManualTransition(
-                to_state=target, actor=actor, reason=reason, metadata=metadata
+                to_state=target, actor=actor, reason=reason, metadata=_json_metadata(metadata)
             )
         except ValidationError as err:
             raise _Refused(_validation_message(err)) from None
@@ -215,7 +221,12 @@ class ResourceStateManager:
         return resource_dict(row)
 
     def get_state_history(self, resource_id: str, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.client.call(lambda: self.client.store.list_transitions(resource_id, limit))
+        """Newest first, as the seed's; empty for a resource of another type."""
+        if self.get_current_state(resource_id) is None:
+            return []
+        rows = self.client.call(
+            lambda: self.client.store.list_transitions(resource_id, max(0, limit))
+        )
         return [history_dict(r, self.resource_type) for r in reversed(rows)]
 
     def get_resources_by_state(self, state: str) -> list[dict[str, Any]]:
@@ -244,11 +255,19 @@ class ResourceStateManager:
                 )
             if not requirement_name:
                 raise _Refused("a requirement needs a name")
-            ref = await self._known(resource_id)
+            ref = await self._known(resource_id, writable=True)
+            if requirement_type == "dependency" and requirement_name == ref.resource_id:
+                raise _Refused(f"{ref.resource_id} cannot depend on itself")
             current = {
                 r.name: r for r in await self.client.store.list_requirements(ref.resource_id)
             }
             if requirement_name in current:
+                existing = current[requirement_name]
+                if existing.requirement_type != requirement_type:
+                    raise _Refused(
+                        f"{ref.resource_id} has a {existing.requirement_type} requirement named"
+                        f" {requirement_name!r} already"
+                    )
                 return  # adding it again changes nothing (the seed's retry is harmless)
             status = "pending"
             if requirement_type == "dependency":
@@ -276,7 +295,7 @@ class ResourceStateManager:
                 raise _Refused(
                     f"unknown requirement status {status!r}; one of {', '.join(REQUIREMENT_STATUSES)}"
                 )
-            ref = await self._known(resource_id)
+            ref = await self._known(resource_id, writable=True)
             current = {
                 r.name: r for r in await self.client.store.list_requirements(ref.resource_id)
             }
@@ -319,8 +338,19 @@ class ResourceStateManager:
         *,
         reason: str,
     ) -> None:
+        details = _json_metadata(details)
         actor = str(details.get("actor") or REQUIREMENT_ACTOR)
-        kept = {**details, "actor": actor, "reason": reason}
+        try:  # validated (names, NUL characters) before anything is written
+            update = RequirementUpdate(
+                name=name,
+                status=status,
+                requirement_type=requirement_type,
+                actor=actor,
+                reason=reason,
+                details={k: v for k, v in details.items() if k not in {"actor", "reason"}},
+            )
+        except ValidationError as err:
+            raise _Refused(_validation_message(err)) from None
         # Written here so the caller reads it at once, and told to the lifecycle, whose gates
         # act on it (it writes the same row again: same content, no second row).
         await self.client.store.upsert_requirement(
@@ -329,16 +359,8 @@ class ResourceStateManager:
                 name=name,
                 requirement_type=requirement_type,
                 status=status,
-                details=kept,
+                details={**update.details, "actor": actor, "reason": reason},
             )
-        )
-        update = RequirementUpdate(
-            name=name,
-            status=status,
-            requirement_type=requirement_type,
-            actor=actor,
-            reason=reason,
-            details={k: v for k, v in details.items() if k not in {"actor", "reason"}},
         )
         try:
             await self.client.lifecycle.handle(ref.resource_type, ref.resource_id).signal(
@@ -352,28 +374,37 @@ class ResourceStateManager:
     async def _link_dependency(
         self, ref: ResourceRef, name: str, current: dict[str, RequirementRecord]
     ) -> str:
-        """A dependency named after a registered resource is linked, so that resource's lifecycle
-        tells this one when it enters or leaves `active`; its status is that resource's now."""
+        """A dependency named after a resource is linked, so that resource's lifecycle tells this
+        one when it enters or leaves `active`; its status is that resource's now. Resource ids are
+        unique across types, so a name not registered yet is linked under each type: whichever
+        registers under it later finds the link."""
+        names = [d.name for d in current.values() if d.requirement_type == "dependency"]
+        refs: list[ResourceRef] = []
+        for dependency in [*names, name]:
+            refs += await self._dependency_refs(dependency)
+        await self.client.store.set_dependencies(ref, refs)
         target = await self.client.store.get_resource(name)
-        if target is None:
-            return "pending"
-        linked = [
-            ResourceRef(resource_type=row.resource_type, resource_id=row.resource_id)
-            for dep in current.values()
-            if dep.requirement_type == "dependency"
-            and (row := await self.client.store.get_resource(dep.name)) is not None
-        ]
-        target_ref = ResourceRef(resource_type=target.resource_type, resource_id=target.resource_id)
-        await self.client.store.set_dependencies(ref, [*linked, target_ref])
-        return "satisfied" if target.current_state is ResourceState.ACTIVE else "pending"
+        active = target is not None and target.current_state is ResourceState.ACTIVE
+        return "satisfied" if active else "pending"
 
-    async def _known(self, resource_id: str) -> ResourceRef:
+    async def _dependency_refs(self, name: str) -> list[ResourceRef]:
+        row = await self.client.store.get_resource(name)
+        if row is not None:
+            return [ResourceRef(resource_type=row.resource_type, resource_id=row.resource_id)]
+        try:
+            return [ResourceRef(resource_type=kind, resource_id=name) for kind in ResourceType]
+        except ValidationError:
+            return []  # a name no resource can have: a requirement someone marks by hand
+
+    async def _known(self, resource_id: str, *, writable: bool = False) -> ResourceRef:
         ref = self._ref(resource_id)
         row = await self.client.store.get_resource(ref.resource_id)
         if row is None:
             raise _Refused(f"{ref.resource_type} {ref.resource_id} is not registered")
         if row.resource_type is not ref.resource_type:
             raise _Refused(f"{ref.resource_id} is a {row.resource_type}, not a {ref.resource_type}")
+        if writable and row.current_state is ResourceState.ARCHIVED:
+            raise _Refused(f"{ref.resource_type} {ref.resource_id} is archived")
         return ref
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -393,14 +424,17 @@ class ResourceStateManager:
         except _Refused as err:
             log.info("%s refused: %s", what, err)
             return False, str(err)
+        except StateManagerUnavailable as err:  # the stack, not this call: said as it is
+            return False, str(err)
         except TimeoutError as err:
             return False, f"{what}: {err}; the lifecycle may still record it (check its history)"
+        except ValidationError as err:
+            return False, _validation_message(err)
         except Exception as err:  # the seed's contract: failures come back as (False, error)
-            log.exception("%s failed", what)
+            # Kept out of the caller's stderr (the seed's callers print the error they get).
+            log.debug("%s failed", what, exc_info=True)
             return False, f"{what} failed: {type(err).__name__}: {err}"
-        if isinstance(result, tuple):
-            return result
-        return True, None
+        return (True, None) if result is None else result
 
     def _ok(self, make: Any, what: str) -> bool:
         ok, error = self._result(make, what)
@@ -408,6 +442,27 @@ class ResourceStateManager:
             log.warning("%s", error)
         self.last_error = error
         return ok
+
+
+# A transition's metadata travels in a Temporal payload (capped at 2 MB) and a jsonb column.
+MAX_METADATA_BYTES = 256 * 1024
+
+
+def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """Metadata as JSON (datetimes as ISO text, sets as lists, as supabase-py would send them);
+    anything else is refused by name, and so is metadata too large to travel."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise _Refused(f"metadata must be a dict, not {type(metadata).__name__}")
+    try:
+        converted = to_jsonable_python(metadata)
+        size = len(json.dumps(converted, allow_nan=False))
+    except (PydanticSerializationError, ValueError, TypeError) as err:
+        raise _Refused(f"metadata is not JSON: {err}") from None
+    if size > MAX_METADATA_BYTES:
+        raise _Refused(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES}")
+    return converted
 
 
 def _validation_message(err: ValidationError) -> str:

@@ -8,6 +8,7 @@ from plain scripts, from threads, and from inside another running event loop ali
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,8 +42,16 @@ class StateClient:
         self._thread.start()
         self._store: StateStore | None = None
         self._lifecycle: LifecycleClient | None = None
+        # A script that never closes its client still shuts the loop down cleanly at exit.
+        atexit.register(self.close)
         try:
-            self.call(self._connect, timeout=timeout)
+            asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout)
+        except FutureTimeout:
+            self.close()
+            raise StateManagerUnavailable(
+                f"no answer within {timeout:.0f}s from the database or from Temporal at"
+                f" {self.settings.temporal_address}"
+            ) from None
         except Exception as err:
             self.close()
             raise StateManagerUnavailable(str(err)) from None
@@ -71,6 +80,8 @@ class StateClient:
         """Run `make()` on this client's loop and wait for it (TimeoutError after `timeout`)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("a StateClient call cannot be made from its own loop")
+        if self._store is None or not self._loop.is_running():
+            raise StateManagerUnavailable("this StateClient is closed")
 
         async def run() -> T:
             return await make()
@@ -83,12 +94,13 @@ class StateClient:
             raise TimeoutError(f"no answer within {timeout or self.timeout:.0f}s") from None
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         if not self._loop.is_running():
             return
         store, self._store, self._lifecycle = self._store, None, None
         if store is not None:
             try:
-                self.call(store.close, timeout=10)
+                asyncio.run_coroutine_threadsafe(store.close(), self._loop).result(10)
             except Exception:  # closing is best effort: the process may be exiting anyway
                 pass
         self._loop.call_soon_threadsafe(self._loop.stop)

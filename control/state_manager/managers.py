@@ -43,7 +43,10 @@ class WorkflowStateManager(ResourceStateManager):
         validation_report: dict[str, Any],
         validator: str,
     ) -> Result:
-        errors = validation_report.get("errors") or []
+        validation_report = validation_report or {}
+        errors = (
+            validation_report.get("errors") or [] if isinstance(validation_report, dict) else []
+        )
         if success:
             reason = "validation passed"
         else:
@@ -174,6 +177,16 @@ class TeamStateManager(ResourceStateManager):
     ) -> Result:
         """Add a `dependency` requirement per dependency, then move to `active` if all are
         satisfied or to `awaiting_dependencies` (left by itself when the last one becomes active)."""
+        if isinstance(dependencies, str) or not isinstance(dependencies, list | tuple):
+            return False, "dependencies must be a list of resource ids or names"
+        current = self.get_current_state(team_id)
+        state = current["current_state"] if current else None
+        if state not in {"deployed", "active", "awaiting_dependencies"}:
+            # Checked before any requirement is added, so a refusal leaves nothing behind.
+            return False, (
+                f"team {team_id} is {state or 'not registered'}: dependencies are checked once"
+                " it is deployed"
+            )
         for dependency in dependencies:
             if not self.add_deployment_requirement(
                 team_id, "dependency", dependency, {"type": "team_dependency"}

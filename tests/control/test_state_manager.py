@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -22,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from control.state_manager import (
     MCPStateManager,
     StateClient,
+    StateManagerUnavailable,
     StateTracker,
     TeamStateManager,
     WorkflowStateManager,
@@ -34,6 +36,7 @@ from tests.helpers import assert_eventually, running_worker
 from tests.workflows.test_mcp_lifecycle import HAPPY_WALK as MCP_PIPELINE_WALK
 from tests.workflows.test_mcp_lifecycle import HISTORIES
 from workers.worker import real_activities
+from workflows.search_attributes import BLOCKED_ON
 
 S = ResourceState
 N8N_PIPELINE_WALK = [
@@ -590,3 +593,245 @@ async def test_bad_input_comes_back_as_named_errors_not_exceptions(
     # Nothing refused left a row behind.
     assert await walk(store, uid) == N8N_PIPELINE_WALK[:3]
     assert await store.list_requirements(uid) == []
+
+
+# -- input that used to wedge a lifecycle or slip past a gate --------------------------------------
+
+
+async def test_nul_characters_and_oversized_input_are_refused_at_once(
+    supabase: StateClient, store: PostgresStore, uid: str
+) -> None:
+    def misuse() -> dict[str, Any]:
+        wf = WorkflowStateManager(supabase)
+        out: dict[str, Any] = {
+            "nul_name": wf.register_workflow(str(uuid.uuid4()), "N\x00", "ops", "me"),
+            "register": wf.register_workflow(uid, "Flow", "ops", "me"),
+            "nul_reason": wf.transition_state(uid, "Flow", "validating", "a\x00b", "me"),
+            "nul_metadata": wf.transition_state(
+                uid, "Flow", "validating", "ok", "me", {"k": ["x\x00"]}
+            ),
+            "huge_reason": wf.transition_state(uid, "Flow", "validating", "r" * 2_500_000, "me"),
+            "object_metadata": wf.transition_state(
+                uid, "Flow", "validating", "ok", "me", {"k": object()}
+            ),
+            "huge_metadata": wf.transition_state(
+                uid, "Flow", "validating", "ok", "me", {"k": "m" * 300_000}
+            ),
+            "empty_actor": wf.register_workflow(str(uuid.uuid4()), "X", "ops", ""),
+        }
+        out["nul_requirement"] = wf.add_deployment_requirement(uid, "credential", "K\x00")
+        out["nul_requirement_error"] = wf.last_error
+        # The lifecycle still answers: nothing is stuck behind a refused report.
+        out["after"] = wf.transition_state(uid, "Flow", "validating", "clean", "me")
+        return out
+
+    started = asyncio.get_running_loop().time()
+    out = await asyncio.to_thread(misuse)
+    assert asyncio.get_running_loop().time() - started < 20  # no call waited for a timeout
+    assert out["nul_name"][0] is False and "NUL" in out["nul_name"][1]
+    assert out["register"] == (True, None)
+    assert out["nul_reason"][0] is False and "reason" in out["nul_reason"][1]
+    assert "NUL" in out["nul_reason"][1]
+    assert out["nul_metadata"][0] is False and "NUL" in out["nul_metadata"][1]
+    assert out["huge_reason"][0] is False and "at most 10000 characters" in out["huge_reason"][1]
+    assert out["object_metadata"][0] is False
+    assert out["object_metadata"][1].startswith("metadata is not JSON")
+    assert out["huge_metadata"][0] is False and "at most 262144" in out["huge_metadata"][1]
+    assert out["empty_actor"][0] is False and out["empty_actor"][1].startswith("actor:")
+    assert out["nul_requirement"] is False and "NUL" in out["nul_requirement_error"]
+    assert out["after"] == (True, None)
+    assert [(t.to_state, t.reason) for t in await store.list_transitions(uid)][-1] == (
+        S.VALIDATING,
+        "clean",
+    )
+    assert await store.list_requirements(uid) == []
+
+
+async def test_forty_long_requirement_names_keep_the_lifecycle_and_its_gate(
+    supabase: StateClient, client: Client, uid: str
+) -> None:
+    names = [f"credential-for-the-payments-service-{i:02d}" for i in range(40)]
+
+    def gated() -> tuple[bool, str | None]:
+        wf = WorkflowStateManager(supabase)
+        assert wf.register_workflow(uid, "Payments", "ops", "me")[0]
+        for state in ("validating", "validated", "deploying", "deployed"):
+            assert wf.transition_state(uid, "Payments", state, "step", "ci") == (True, None)
+        for name in names:
+            assert wf.add_deployment_requirement(uid, "credential", name), wf.last_error
+        return wf.activate_workflow(uid, "Payments", "admin")
+
+    ok, error = await asyncio.to_thread(gated)
+    assert not ok and error is not None and error.startswith("not active while waiting on")
+    status = await status_of(client, "n8n_workflow", uid)
+    assert status.state is S.DEPLOYED and len(status.blocked_on) == 40
+    # The search attribute holds what fits, and says how many more there are.
+    wid = workflow_id_for("n8n_workflow", uid)
+    # The gate answers at once; the mirror follows once the forty records are written.
+    blocked: list[str] = []
+    for _ in range(100):
+        description = await client.get_workflow_handle(wid).describe()
+        blocked = description.typed_search_attributes.get(BLOCKED_ON) or []
+        if len(blocked) > 1:
+            break
+        await asyncio.sleep(0.1)
+    assert 1 < len(blocked) < 40 and blocked[-1] == f"+{41 - len(blocked)} more"
+    assert blocked[:-1] == [f"credential:{n}" for n in names[: len(blocked) - 1]]
+
+
+async def test_a_restarted_reported_lifecycle_reloads_its_gates(
+    supabase: StateClient, client: Client, uid: str
+) -> None:
+    def to_deployed_with_a_requirement() -> None:
+        wf = WorkflowStateManager(supabase)
+        assert wf.register_workflow(uid, "Mailer", "ops", "me")[0]
+        for state in ("validating", "validated", "deploying", "deployed"):
+            assert wf.transition_state(uid, "Mailer", state, "step", "ci") == (True, None)
+        assert wf.add_deployment_requirement(uid, "credential", "SMTP")
+
+    await asyncio.to_thread(to_deployed_with_a_requirement)
+    await client.get_workflow_handle(workflow_id_for("n8n_workflow", uid)).terminate("lost")
+
+    def register_again_and_activate() -> list[tuple[bool, str | None]]:
+        wf = WorkflowStateManager(supabase)
+        return [
+            wf.register_workflow(uid, "Mailer", "ops", "me"),
+            wf.activate_workflow(uid, "Mailer", "admin"),
+        ]
+
+    again, activate = await asyncio.to_thread(register_again_and_activate)
+    assert again == (False, f"n8n_workflow {uid} is already registered and now deployed")
+    assert activate == (False, "not active while waiting on credential:SMTP")
+
+    def satisfy_activate_archive() -> list[object]:
+        wf = WorkflowStateManager(supabase)
+        return [
+            wf.update_requirement_status(uid, "SMTP", "satisfied"),
+            wf.activate_workflow(uid, "Mailer", "admin"),
+            wf.transition_state(uid, "Mailer", "archived", "done", "ops"),
+        ]
+
+    assert await asyncio.to_thread(satisfy_activate_archive) == [True, (True, None), (True, None)]
+    handle = client.get_workflow_handle(workflow_id_for("n8n_workflow", uid))
+    await asyncio.wait_for(handle.result(), 30)
+    if os.environ.get("RSM_RECORD_HISTORIES") == "1":
+        (HISTORIES / "reported_workflow_restarted_reloaded_gates_archived.json").write_text(
+            (await handle.fetch_history()).to_json()
+        )
+
+
+async def test_a_dependency_registered_later_is_followed_both_ways(
+    supabase: StateClient, store: PostgresStore, pg_dsn: str, client: Client
+) -> None:
+    team_id, mcp_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def team_waits_for_an_unknown_server() -> tuple[bool, str | None]:
+        team = TeamStateManager(supabase)
+        assert team.register_team(team_id, "ops-team", "ops", "crewai", "team-factory")[0]
+        for state in ("building", "built", "deploying", "deployed"):
+            assert team.transition_state(team_id, "ops-team", state, "factory", "ci")[0]
+        return team.check_team_dependencies(team_id, "ops-team", [mcp_id], "team-factory")
+
+    assert await asyncio.to_thread(team_waits_for_an_unknown_server) == (True, None)
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute(
+            "select waiting_on from resources_awaiting_action where resource_id = %s", (team_id,)
+        )
+        assert await cur.fetchone() == ([f"dependency:{mcp_id}"],)  # one line, not one per type
+
+    def server_registered_and_active() -> None:
+        mcp = MCPStateManager(supabase)
+        assert mcp.register_mcp(mcp_id, "late", "server", "data", "mcp-factory")[0]
+        for state in ("building", "built", "deploying", "deployed", "health_checking"):
+            assert mcp.transition_state(mcp_id, "late", state, "factory", "ci")[0]
+        assert mcp.complete_health_check(mcp_id, "late", True, {}, "probe")[0]
+        assert mcp.transition_state(mcp_id, "late", "active", "serving", "ci") == (True, None)
+
+    await asyncio.to_thread(server_registered_and_active)
+
+    async def team_is(state: S) -> None:
+        assert (await store.get_resource(team_id)).current_state is state  # type: ignore[union-attr]
+
+    await assert_eventually(lambda: team_is(S.ACTIVE), timeout=15)
+
+    deactivate = MCPStateManager(supabase).transition_state
+    assert await asyncio.to_thread(
+        deactivate, mcp_id, "late", "inactive", "maintenance", "ops"
+    ) == (
+        True,
+        None,
+    )
+    await assert_eventually(lambda: team_is(S.AWAITING_DEPENDENCIES), timeout=15)
+    last = (await store.list_transitions(team_id))[-1]
+    assert last.reason == f"dependency not active: {mcp_id}" and last.actor == "rsm"
+
+    retire = TeamStateManager(supabase).transition_state
+    assert await asyncio.to_thread(retire, team_id, "ops-team", "archived", "done", "ops") == (
+        True,
+        None,
+    )
+    handle = client.get_workflow_handle(workflow_id_for("team", team_id))
+    await handle.result()
+    if os.environ.get("RSM_RECORD_HISTORIES") == "1":
+        (HISTORIES / "reported_team_dependency_left_archived.json").write_text(
+            (await handle.fetch_history()).to_json()
+        )
+
+
+async def test_small_misuses_get_named_refusals(supabase: StateClient, uid: str) -> None:
+    def misuse() -> dict[str, Any]:
+        team = TeamStateManager(supabase)
+        wf = WorkflowStateManager(supabase)
+        assert team.register_team(uid, "T", "ops", "crewai", "factory")[0]
+        out: dict[str, Any] = {
+            "deps_as_text": team.check_team_dependencies(uid, "T", "abc", "me"),  # type: ignore[arg-type]
+            "deps_too_early": team.check_team_dependencies(uid, "T", ["x"], "me"),
+            "self_dependency": team.add_deployment_requirement(uid, "dependency", uid),
+        }
+        out["self_dependency_error"] = team.last_error
+        assert team.add_deployment_requirement(uid, "credential", "KEY")
+        out["other_type"] = team.add_deployment_requirement(uid, "other", "KEY")
+        out["other_type_error"] = team.last_error
+        out["history_as_workflow"] = wf.get_state_history(uid)
+        other = str(uuid.uuid4())
+        assert wf.register_workflow(other, "W", "ops", "me")[0]
+        assert wf.start_validation(other, "W", "v")[0]
+        out["report_none"] = wf.complete_validation(other, "W", False, None, "v")  # type: ignore[arg-type]
+        assert team.transition_state(uid, "T", "archived", "gone", "ops") == (True, None)
+        out["archived_requirement"] = team.add_deployment_requirement(uid, "other", "late")
+        out["archived_requirement_error"] = team.last_error
+        return out
+
+    out = await asyncio.to_thread(misuse)
+    assert out["deps_as_text"] == (False, "dependencies must be a list of resource ids or names")
+    assert out["deps_too_early"] == (
+        False,
+        f"team {uid} is registered: dependencies are checked once it is deployed",
+    )
+    assert out["self_dependency"] is False
+    assert out["self_dependency_error"] == f"{uid} cannot depend on itself"
+    assert out["other_type"] is False
+    assert out["other_type_error"] == f"{uid} has a credential requirement named 'KEY' already"
+    assert out["history_as_workflow"] == []
+    assert out["report_none"] == (True, None)
+    assert out["archived_requirement"] is False
+    assert out["archived_requirement_error"] == f"team {uid} is archived"
+
+
+def test_a_closed_or_misconfigured_client_fails_at_once_with_the_reason(
+    supabase: StateClient, pg_dsn: str, client: Client
+) -> None:
+    bad = RsmSettings(
+        RSM_DATABASE_URL=pg_dsn.rsplit("/", 1)[0] + "/nodb",
+        RSM_TEMPORAL_ADDRESS=client.service_client.config.target_host,
+    )
+    with pytest.raises(StateManagerUnavailable, match='database "nodb" does not exist'):
+        StateClient(bad, timeout=10)
+    closed = StateClient(supabase.settings)
+    closed.close()
+    with pytest.raises(StateManagerUnavailable, match="closed"):
+        StateTracker(closed).get_resource_overview()
+    assert WorkflowStateManager(closed).start_validation("x", "x", "me") == (
+        False,
+        "this StateClient is closed",
+    )
