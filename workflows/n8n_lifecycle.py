@@ -88,6 +88,9 @@ N8N_CALL_TIMEOUT = timedelta(minutes=1)
 VERIFY_TIMEOUT = timedelta(seconds=45)
 VERIFY_RETRY = RetryPolicy(maximum_attempts=2)
 PATCH_GATES = "n8n-gates-and-operator-commands"
+# Requirement changes (an approval, a waiver) are mirrored before the gate is left, so the
+# awaiting-action view never shows `pending` for a resource already deploying or active.
+PATCH_FLUSH_AT_GATE = "n8n-flush-requirements-at-gate"
 MAX_REFUSALS = 10
 # States the lifecycle passes through by itself: a manual transition into one would strand it.
 TRANSIENT = frozenset({S.CREATED, S.VALIDATING, S.DEPLOYING, S.DEPLOYED})
@@ -788,6 +791,8 @@ class N8nLifecycleWorkflow(N8nRedeploys):
         policy = self._input.policy.approval
         reached = self._gate_reached or workflow.now()
         while True:
+            if self._outbox and workflow.patched(PATCH_FLUSH_AT_GATE):
+                await self._flush_requirements()
             blocked = self._gates.blocked_on()
             if blocked != self._life.blocked_on:
                 self._life.blocked_on = blocked

@@ -117,6 +117,23 @@ async def save_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
         (HISTORIES / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
 
+async def scheduled_steps(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
+    """The activities the workflow scheduled, in order, each with what it wrote."""
+    steps = []
+    for event in (await handle.fetch_history()).events:
+        if not event.HasField("activity_task_scheduled_event_attributes"):
+            continue
+        attrs = event.activity_task_scheduled_event_attributes
+        arg = json.loads(attrs.input.payloads[0].data) if attrs.input.payloads else {}
+        what = ""
+        if attrs.activity_type.name == "record_requirement":
+            what = f"{arg.get('name')}:{arg.get('status')}"
+        elif attrs.activity_type.name == "record_transition":
+            what = str(arg.get("to_state"))
+        steps.append((attrs.activity_type.name, what))
+    return steps
+
+
 async def history(store: PostgresStore, rid: str) -> list[TransitionRecord]:
     return await store.list_transitions(rid)
 
@@ -319,6 +336,13 @@ async def test_approval_gate_keeps_an_early_message_and_refuses_the_registrant(
     assert reqs == {cred_name: ("credential", "waived"), "approval": ("approval", "satisfied")}
     await lc.run_command(N8N, rid, "archive", actor="test")
     await asyncio.wait_for(handle.result(), 60)
+    await save_history(handle, "n8n_approved_archived")
+    # The approval is mirrored before the gate is left, not after the deploy: the view never
+    # shows it pending for an active resource (this read raced the flush before).
+    steps = await scheduled_steps(handle)
+    assert steps.index(("record_requirement", "approval:satisfied")) < steps.index(
+        ("record_transition", "deploying")
+    ), steps
 
 
 async def test_a_failed_requirement_or_a_rejection_fails_the_workflow_naming_it(

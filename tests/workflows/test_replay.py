@@ -17,6 +17,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from workers.worker import WORKFLOWS, sandbox_runner
+from workflows.n8n_lifecycle import PATCH_FLUSH_AT_GATE, N8nLifecycleWorkflow
+from workflows.reported_lifecycle import (
+    PATCH_DEPENDENCY_LEFT,
+    PATCH_REFUSED_REPORT,
+    PATCH_RELOAD_GATES,
+)
 from workflows.team_lifecycle import PATCH_SERVICE_HEALTH, TeamLifecycleWorkflow
 
 FOLDER = Path(__file__).parent / "histories"
@@ -27,6 +33,22 @@ TEAM_K8S_AFTER = [
     FOLDER / "team_kubernetes_service_checked_scaled_archived.json",
     FOLDER / "team_kubernetes_service_unhealthy_archived.json",
 ]
+
+# An approval-gated n8n workflow recorded before its requirements were mirrored at the gate, and after.
+N8N_APPROVED_BEFORE = FOLDER / "n8n" / "n8n_approved_before_gate_flush_archived.json"
+N8N_APPROVED_AFTER = FOLDER / "n8n" / "n8n_approved_archived.json"
+# Lifecycles reported by the seed's managers, recorded before three behaviour changes (gates
+# reloaded on a restart, a team following a dependency out of active, refused reports answered
+# instead of failing the workflow task) and after.
+REPORTED_BEFORE = [
+    FOLDER / "reported_team_followed_dependency_archived.json",
+    FOLDER / "reported_workflow_active_archived.json",
+]
+REPORTED_AFTER = [
+    FOLDER / "reported_team_dependency_left_archived.json",
+    FOLDER / "reported_workflow_restarted_reloaded_gates_archived.json",
+]
+REPORTED_PATCHES = {PATCH_RELOAD_GATES, PATCH_DEPENDENCY_LEFT, PATCH_REFUSED_REPORT}
 
 
 def test_there_are_histories_to_replay() -> None:
@@ -92,6 +114,39 @@ async def test_without_its_patch_the_service_check_would_break_the_older_history
     assert result.replay_failure is not None
     failure = str(result.replay_failure)
     assert "Nondeterminism" in failure and "'kubernetes_service_health'" in failure, failure
+
+
+def test_the_n8n_gate_flush_is_recorded_behind_its_patch() -> None:
+    assert PATCH_FLUSH_AT_GATE not in _patches(N8N_APPROVED_BEFORE)
+    assert PATCH_FLUSH_AT_GATE in _patches(N8N_APPROVED_AFTER)
+    for path in (N8N_APPROVED_BEFORE, N8N_APPROVED_AFTER):
+        assert "record_requirement" in _scheduled(path), path.stem
+
+
+async def test_without_its_patch_the_gate_flush_would_break_the_older_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: True)
+    replayer = Replayer(
+        workflows=[N8nLifecycleWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    result = await replayer.replay_workflow(
+        _history(N8N_APPROVED_BEFORE), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    assert "Nondeterminism" in str(result.replay_failure), result.replay_failure
+
+
+def test_the_reported_lifecycle_changes_are_recorded_behind_their_patches() -> None:
+    for path in REPORTED_BEFORE:
+        assert not REPORTED_PATCHES & _patches(path), path.stem
+        assert "list_requirements" not in _scheduled(path), path.stem
+    for path in REPORTED_AFTER:
+        assert REPORTED_PATCHES <= _patches(path), path.stem
+    # The restarted lifecycle read its gates back from the store before anything else.
+    assert _scheduled(REPORTED_AFTER[1])[:2] == ["register_resource", "list_requirements"]
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
