@@ -30,7 +30,10 @@ from workflows.n8n_lifecycle import N8nLifecycleWorkflow
 pytest_plugins = ["tests.n8n_fixtures"]
 
 # `rsm` with the n8n command registered, whether or not workers/main.py imports it yet.
-RSM = "import control.cli_n8n; from workers.main import app; app(prog_name='rsm')"
+# The console entry point itself: it leaves through os._exit (sdk-python#300 aborts at teardown).
+RSM = (
+    "import sys; sys.argv[0] = 'rsm'; import control.cli_n8n; from workers.main import main; main()"
+)
 
 
 @pytest.fixture

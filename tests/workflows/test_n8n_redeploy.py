@@ -454,7 +454,8 @@ async def run_rsm(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str,
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from workers.main import app; app(prog_name='rsm')",
+        # The console entry point itself: it leaves through os._exit (sdk-python#300 aborts).
+        "import sys; sys.argv[0] = 'rsm'; from workers.main import main; main()",
         *args,
         cwd=cwd,
         env={**env, "PYTHONPATH": str(REPO)},
