@@ -70,8 +70,9 @@ mcp_site="$CACHE_DIR/mcp-site-packages"
 if [ ! -f "$mcp_site/.complete" ]; then
   log "installing the MCP SDK for the base image into $mcp_site"
   rm -rf "$mcp_site"
-  # Same major version as the project pins; cp311 wheels match bookworm's python3.11.
-  .venv/bin/pip install -q --disable-pip-version-check --target "$mcp_site" 'mcp>=1.27,<2' \
+  # Same major version as the project pins; cp311 wheels match bookworm's python3.11. httpx is
+  # held below 0.29 as supabase-py holds it in .venv, so pip's check of .venv prints no conflict.
+  .venv/bin/pip install -q --disable-pip-version-check --target "$mcp_site" 'mcp>=1.27,<2' 'httpx<0.29' \
     2> >(grep -v 'is ignored: it is neither' >&2)
   touch "$mcp_site/.complete"
 fi
