@@ -91,13 +91,19 @@ def _run(coro: Awaitable[T]) -> T:
         raise
 
 
+# Wide enough for the longest state name (awaiting_dependencies), so every arrow lines up.
+STATE_WIDTH = max(len(s.value) for s in ResourceState)
+
+
 def _fmt_time(at: datetime) -> str:
     return at.astimezone().strftime("%H:%M:%S")
 
 
 def _print_transition(t: TransitionView) -> None:
     frm = t.from_state.value if t.from_state else "·"
-    typer.echo(f"  {_fmt_time(t.at)}  {frm:>16} → {t.to_state.value:<16} {t.reason}  [{t.actor}]")
+    typer.echo(
+        f"  {_fmt_time(t.at)}  {frm:>{STATE_WIDTH}} → {t.to_state.value:<{STATE_WIDTH}} {t.reason}  [{t.actor}]"
+    )
 
 
 async def follow(
@@ -132,7 +138,7 @@ async def follow(
         progress = await lc.progress(handle)
         line = _progress_line(progress)
         if line and line != last_progress:
-            typer.echo(f"  {'':>8}  {'':>16}   … {line}")
+            typer.echo(f"  {'':>8}  {'':>{STATE_WIDTH}}   … {line}")
             last_progress = line
         await asyncio.sleep(0.3)
     return None
@@ -357,7 +363,7 @@ def history(
             for r in records:
                 frm = r.from_state.value if r.from_state else "·"
                 typer.echo(
-                    f"  {r.recorded_at:%Y-%m-%d %H:%M:%S}  {frm:>16} → {r.to_state.value:<16} "
+                    f"  {r.recorded_at:%Y-%m-%d %H:%M:%S}  {frm:>{STATE_WIDTH}} → {r.to_state.value:<{STATE_WIDTH}} "
                     f"{r.actor:<10} {r.reason}"
                 )
             wf = row.workflow_id or workflow_id_for(row.resource_type, row.resource_id)

@@ -22,6 +22,7 @@ from control.cli import (
     EXIT_OTHER,
     EXIT_TIMEOUT,
     FAILED_STATES,
+    STATE_WIDTH,
     _policy,
     _run,
     follow,
@@ -41,7 +42,9 @@ async def _watch_blocked(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) 
         with contextlib.suppress(RPCError):
             blocked = (await lc.status(handle)).blocked_on
             if blocked != shown and (blocked or shown):
-                typer.echo(f"  {'':>8}  {'':>16}   … blocked on: {', '.join(blocked) or 'nothing'}")
+                typer.echo(
+                    f"  {'':>8}  {'':>{STATE_WIDTH}}   … blocked on: {', '.join(blocked) or 'nothing'}"
+                )
             shown = blocked
         await asyncio.sleep(0.3)
 

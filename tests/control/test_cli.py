@@ -8,13 +8,17 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from control.cli import _print_transition
 from control.client import LifecycleClient
+from state.machines import ResourceState
+from state.models import TransitionView
 from state.postgres import PostgresStore
 from state.settings import RsmSettings
 from tests.conftest import EXAMPLES, REPO
@@ -174,3 +178,22 @@ async def test_an_unreachable_database_is_named(rsm: Cli) -> None:
     assert code == 1
     assert "cannot connect to Postgres at postgresql://postgres@127.0.0.1:1/rsm" in err
     assert "Traceback" not in err
+
+
+def test_transition_arrows_line_up_for_every_state_name(capsys: pytest.CaptureFixture[str]) -> None:
+    # awaiting_dependencies is wider than the 16 columns the history once had: its arrow drifted.
+    at = datetime(2026, 12, 4, 16, 35, tzinfo=UTC)
+    for to_state in ResourceState:
+        _print_transition(
+            TransitionView(
+                from_state=ResourceState.AWAITING_DEPENDENCIES,
+                to_state=to_state,
+                actor="rsm",
+                reason="why",
+                at=at,
+            )
+        )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(ResourceState)
+    assert len({line.index("→") for line in lines}) == 1
+    assert len({line.index("why") for line in lines}) == 1
