@@ -80,7 +80,7 @@ async def _first_connection(dsn: str, timeout: float) -> None:
             waiting = any(word in str(exc).lower() for word in _WORTH_WAITING)
             if not waiting or time.monotonic() + 0.5 > deadline:
                 raise StoreUnavailableError(
-                    f"cannot connect to Postgres at {_redact(dsn)}: {reason}"
+                    f"cannot connect to Postgres at {redact_dsn(dsn)}: {reason}"
                 ) from None
             await asyncio.sleep(0.5)
             continue
@@ -105,7 +105,7 @@ class PostgresStore:
         except Exception as exc:
             await pool.close()
             raise StoreUnavailableError(
-                f"cannot connect to Postgres at {_redact(dsn)}: {exc}"
+                f"cannot connect to Postgres at {redact_dsn(dsn)}: {exc}"
             ) from exc
         return cls(pool)
 
@@ -359,7 +359,7 @@ def transition_record(request: TransitionRequest, row: dict[str, Any]) -> Transi
     )
 
 
-def _redact(dsn: str) -> str:
+def redact_dsn(dsn: str) -> str:
     # Never print a password that may sit in the DSN.
     if "@" in dsn and "://" in dsn:
         scheme, rest = dsn.split("://", 1)

@@ -13,7 +13,7 @@ from typing import Protocol
 from pydantic import SecretStr
 
 from state.errors import StoreError
-from state.postgres import PostgresStore
+from state.postgres import PostgresStore, redact_dsn
 from state.store import StateStore
 from state.supabase_store import SupabaseStore
 
@@ -44,6 +44,13 @@ def uses_supabase(settings: StoreSettings) -> bool:
     if has_key and not url:
         raise StoreError("SUPABASE_SERVICE_ROLE_KEY is set but SUPABASE_URL is not")
     return bool(url)
+
+
+def store_location(settings: StoreSettings) -> str:
+    """Where the store lives, for messages (never a password)."""
+    if uses_supabase(settings):
+        return f"Supabase at {settings.supabase_url}"
+    return f"the database at {redact_dsn(settings.database_url)}"
 
 
 async def store_from_settings(settings: StoreSettings) -> StateStore:

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from control.client import LifecycleClient
 from state.settings import RsmSettings
 from state.store import StateStore
-from state.store_factory import store_from_settings
+from state.store_factory import store_from_settings, store_location
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 60.0
@@ -42,22 +42,27 @@ class StateClient:
         self._thread.start()
         self._store: StateStore | None = None
         self._lifecycle: LifecycleClient | None = None
+        # What _connect is waiting for, so a timeout names the one that did not answer.
+        self._connecting_to = "the store"
         # A script that never closes its client still shuts the loop down cleanly at exit.
         atexit.register(self.close)
+        connecting = asyncio.run_coroutine_threadsafe(self._connect(), self._loop)
         try:
-            asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(timeout)
+            connecting.result(timeout)
         except FutureTimeout:
+            connecting.cancel()
             self.close()
             raise StateManagerUnavailable(
-                f"no answer within {timeout:.0f}s from the database or from Temporal at"
-                f" {self.settings.temporal_address}"
+                f"no answer within {timeout:g}s from {self._connecting_to}"
             ) from None
         except Exception as err:
             self.close()
             raise StateManagerUnavailable(str(err)) from None
 
     async def _connect(self) -> None:
+        self._connecting_to = store_location(self.settings)
         self._store = await store_from_settings(self.settings)
+        self._connecting_to = f"Temporal at {self.settings.temporal_address}"
         try:
             self._lifecycle = await LifecycleClient.connect(self.settings)
         except Exception as err:
@@ -91,18 +96,17 @@ class StateClient:
             return future.result(timeout or self.timeout)
         except FutureTimeout:
             future.cancel()
-            raise TimeoutError(f"no answer within {timeout or self.timeout:.0f}s") from None
+            raise TimeoutError(f"no answer within {timeout or self.timeout:g}s") from None
 
     def close(self) -> None:
         atexit.unregister(self.close)
         if not self._loop.is_running():
             return
         store, self._store, self._lifecycle = self._store, None, None
-        if store is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(store.close(), self._loop).result(10)
-            except Exception:  # closing is best effort: the process may be exiting anyway
-                pass
+        try:
+            asyncio.run_coroutine_threadsafe(_shut_down(store), self._loop).result(10)
+        except Exception:  # closing is best effort: the process may be exiting anyway
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
@@ -111,6 +115,18 @@ class StateClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+async def _shut_down(store: StateStore | None) -> None:
+    # A call or a connection that timed out may still be running here: cancel it and let it
+    # unwind, rather than stopping the loop under it ("Task was destroyed but it is pending").
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if store is not None:
+        await store.close()
 
 
 def create_client(

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -32,6 +35,7 @@ from state.machines import ResourceState
 from state.models import LifecycleResult, LifecycleStatus, workflow_id_for
 from state.postgres import PostgresStore
 from state.settings import RsmSettings
+from tests.conftest import REPO
 from tests.helpers import assert_eventually, running_worker
 from tests.workflows.test_mcp_lifecycle import HAPPY_WALK as MCP_PIPELINE_WALK
 from tests.workflows.test_mcp_lifecycle import HISTORIES
@@ -835,3 +839,51 @@ def test_a_closed_or_misconfigured_client_fails_at_once_with_the_reason(
         False,
         "this StateClient is closed",
     )
+
+
+_CONNECT = """
+import sys
+from control.state_manager import StateClient, StateManagerUnavailable
+from state.settings import RsmSettings
+settings = RsmSettings(RSM_DATABASE_URL=sys.argv[1], RSM_TEMPORAL_ADDRESS=sys.argv[2])
+try:
+    StateClient(settings, timeout=1.5)
+except StateManagerUnavailable as err:
+    print(err)
+"""
+
+
+@pytest.mark.parametrize("silent", ["database", "temporal"])
+def test_a_connection_that_never_answers_is_named_and_left_behind_cleanly(
+    silent: str, pg_dsn: str, client: Client
+) -> None:
+    # A listening socket that never answers: the handshake completes, then nothing (a firewall
+    # that drops, a wedged server). The timeout must say which one was silent, and the connection
+    # still in flight must be cancelled, not destroyed pending when the process exits.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        port = hole.getsockname()[1]
+        database = f"postgresql://postgres:hunter2@127.0.0.1:{port}/rsm"
+        temporal = f"127.0.0.1:{port}"
+        args = (
+            [database, client.service_client.config.target_host]
+            if silent == "database"
+            else [pg_dsn, temporal]
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", _CONNECT, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+    assert done.returncode == 0, done.stderr
+    expected = (
+        f"no answer within 1.5s from the database at postgresql://postgres:***@127.0.0.1:{port}/rsm"
+        if silent == "database"
+        else f"no answer within 1.5s from Temporal at {temporal}"
+    )
+    assert done.stdout.strip() == expected
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "Task was destroyed" not in done.stderr, done.stderr
