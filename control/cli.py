@@ -321,15 +321,21 @@ def status(
             typer.echo(
                 f"  state:    {row.current_state.value}  since {row.updated_at:%Y-%m-%d %H:%M:%S}"
             )
-            typer.echo(f"  version:  {row.version}")
+            typer.echo(f"  version:  {row.version or '-'}")
             typer.echo(f"  owner:    {row.owner_team or '-'}   registered by {row.registered_by}")
             if details.get("mcp"):
+                # A factory-registered server may not have reported an endpoint or a handshake yet:
+                # print what is known, "-" for the rest, never "None".
                 mcp = details["mcp"]
-                typer.echo(f"  endpoint: {mcp.get('endpoint')}  image {mcp.get('image')}")
                 typer.echo(
-                    f"  server:   {mcp.get('server_name')}  protocol {mcp.get('protocol_version')}"
-                    f"  tools {', '.join(mcp.get('tools') or [])}"
+                    f"  endpoint: {mcp.get('endpoint') or '-'}  image {mcp.get('image') or '-'}"
                 )
+                if mcp.get("server_name") or mcp.get("tools"):
+                    typer.echo(
+                        f"  server:   {mcp.get('server_name') or '-'}"
+                        f"  protocol {mcp.get('protocol_version') or '-'}"
+                        f"  tools {', '.join(mcp.get('tools') or []) or '-'}"
+                    )
             typer.echo(f"  Temporal UI: {details['temporal_ui']}")
             return 0
         finally:

@@ -17,8 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from control.cli import _print_transition
 from control.client import LifecycleClient
-from state.machines import ResourceState
-from state.models import TransitionView
+from state.machines import ResourceState, ResourceType, machine_for
+from state.models import RegisterResourceRequest, ResourceRef, TransitionView
 from state.postgres import PostgresStore
 from state.settings import RsmSettings
 from tests.conftest import EXAMPLES, REPO
@@ -197,3 +197,25 @@ def test_transition_arrows_line_up_for_every_state_name(capsys: pytest.CaptureFi
     assert len(lines) == len(ResourceState)
     assert len({line.index("→") for line in lines}) == 1
     assert len({line.index("why") for line in lines}) == 1
+
+
+async def test_status_of_a_server_nothing_has_reported_on_yet_prints_no_none(
+    rsm: Cli, store: PostgresStore
+) -> None:
+    # What a factory's register_mcp leaves before its build: no version, no endpoint, no handshake.
+    ref = ResourceRef(resource_type=ResourceType.MCP_SERVER, resource_id=unique_id("t-bare"))
+    await store.register_resource(
+        RegisterResourceRequest(
+            ref=ref,
+            name=ref.resource_id,
+            workflow_id=ref.workflow_id,
+            actor="mcp-factory",
+            machine_version=machine_for(ResourceType.MCP_SERVER).version,
+        )
+    )
+    code, out, err = await rsm("status", ref.resource_id)
+    assert code == 0, err
+    assert "None" not in out
+    assert "  version:  -\n" in out
+    assert "  endpoint: -  image -\n" in out
+    assert "registered by mcp-factory" in out
