@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -93,6 +93,14 @@ def _run(coro: Awaitable[T]) -> T:
 
 # Wide enough for the longest state name (awaiting_dependencies), so every arrow lines up.
 STATE_WIDTH = max(len(s.value) for s in ResourceState)
+
+
+def echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns as wide as their widest cell (ids may be 36-character UUIDs); the last is free."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for line in (header, *rows):
+        cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=False)]
+        typer.echo(" ".join([*cells, line[-1]]).rstrip())
 
 
 def _fmt_time(at: datetime) -> str:
@@ -292,15 +300,20 @@ def status(
                 if as_json:
                     typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
                     return 0
-                typer.echo(
-                    f"{'ID':<24} {'TYPE':<13} {'STATE':<22} {'VERSION':<13} {'OWNER':<12} UPDATED"
+                echo_table(
+                    ("ID", "TYPE", "STATE", "VERSION", "OWNER", "UPDATED"),
+                    [
+                        (
+                            r.resource_id,
+                            r.resource_type.value,
+                            r.current_state.value,
+                            r.version or "-",
+                            r.owner_team or "-",
+                            f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
+                        )
+                        for r in rows
+                    ],
                 )
-                for r in rows:
-                    typer.echo(
-                        f"{r.resource_id:<24} {r.resource_type.value:<13} "
-                        f"{r.current_state.value:<22} {r.version or '':<13} "
-                        f"{r.owner_team:<12} {r.updated_at:%Y-%m-%d %H:%M:%S}"
-                    )
                 return 0
             row = await store.get_resource(resource_id)
             if row is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from control.cli import EXIT_FAILED, EXIT_TIMEOUT, _run, _store, app
+from control.cli import EXIT_FAILED, EXIT_TIMEOUT, _run, _store, app, echo_table
 from control.client import COMMANDS, CommandRefused, LifecycleClient
 from state.commands import CommandResult
 from state.machines import FAILURE_STATES, ResourceState, ResourceType
@@ -217,12 +217,19 @@ def list_command(
         if as_json:
             _echo_json([r.model_dump(mode="json") for r in page.items])
             return 0
-        typer.echo(f"{'ID':<28} {'TYPE':<13} {'STATE':<22} {'OWNER':<12} UPDATED")
-        for r in page.items:
-            typer.echo(
-                f"{r.resource_id:<28} {r.resource_type.value:<13} {r.current_state.value:<22} "
-                f"{r.owner_team:<12} {r.updated_at:%Y-%m-%d %H:%M:%S}"
-            )
+        echo_table(
+            ("ID", "TYPE", "STATE", "OWNER", "UPDATED"),
+            [
+                (
+                    r.resource_id,
+                    r.resource_type.value,
+                    r.current_state.value,
+                    r.owner_team or "-",
+                    f"{r.updated_at:%Y-%m-%d %H:%M:%S}",
+                )
+                for r in page.items
+            ],
+        )
         typer.echo(f"{len(page.items)} of {page.total}")
         return 0
 
@@ -271,16 +278,23 @@ def awaiting_command(
         if not rows:
             typer.echo("nothing awaits action")
             return 0
-        typer.echo(f"{'ID':<28} {'TYPE':<13} {'STATE':<22} WAITING ON")
-        for r in rows:
-            waits = ", ".join(r.waiting_on) or (
-                "its failure: retry, redeploy or archive"
-                if r.current_state in FAILURE_STATES
-                else "-"
-            )
-            typer.echo(
-                f"{r.resource_id:<28} {r.resource_type.value:<13} {r.current_state.value:<22} {waits}"
-            )
+        echo_table(
+            ("ID", "TYPE", "STATE", "WAITING ON"),
+            [
+                (
+                    r.resource_id,
+                    r.resource_type.value,
+                    r.current_state.value,
+                    ", ".join(r.waiting_on)
+                    or (
+                        "its failure: retry, redeploy or archive"
+                        if r.current_state in FAILURE_STATES
+                        else "-"
+                    ),
+                )
+                for r in rows
+            ],
+        )
         return 0
 
     raise typer.Exit(_run(main()))

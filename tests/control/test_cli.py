@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,7 +200,7 @@ def test_transition_arrows_line_up_for_every_state_name(capsys: pytest.CaptureFi
     assert len({line.index("why") for line in lines}) == 1
 
 
-async def test_status_of_a_server_nothing_has_reported_on_yet_prints_no_none(
+async def test_factory_registered_servers_print_no_none_and_their_tables_line_up(
     rsm: Cli, store: PostgresStore
 ) -> None:
     # What a factory's register_mcp leaves before its build: no version, no endpoint, no handshake.
@@ -219,3 +220,25 @@ async def test_status_of_a_server_nothing_has_reported_on_yet_prints_no_none(
     assert "  version:  -\n" in out
     assert "  endpoint: -  image -\n" in out
     assert "registered by mcp-factory" in out
+
+    # The seed's factories name resources by UUID (36 characters): the tables still line up.
+    tag = unique_id("t-tbl")
+    for rid in (f"{tag}-{uuid.uuid4()}", f"{tag}-x"):
+        await store.register_resource(
+            RegisterResourceRequest(
+                ref=ResourceRef(resource_type=ResourceType.MCP_SERVER, resource_id=rid),
+                name=rid,
+                owner_team="marketing-team-of-many",
+                workflow_id=rid,
+                actor="mcp-factory",
+                machine_version=machine_for(ResourceType.MCP_SERVER).version,
+            )
+        )
+    for command in (("ls", "--search", tag), ("status", "--type", "mcp_server")):
+        code, out, err = await rsm(*command)
+        assert code == 0, err
+        lines = [line for line in out.splitlines() if line.startswith(("ID ", tag))]
+        assert len(lines) == 3, out
+        for column in ("TYPE", "STATE", "OWNER", "UPDATED"):
+            at = lines[0].index(column)
+            assert all(line[at - 1] == " " and line[at] != " " for line in lines[1:]), (column, out)
