@@ -1,7 +1,9 @@
 """The local Docker runtime: one container per resource, on host networking, bound to 127.0.0.1.
 
 Deploying replaces the resource's previous container (found by label), so a deploy retried after a
-worker crash leaves exactly one container, and a redeploy never leaves the old version running.
+worker crash leaves exactly one container, and a redeploy never leaves the old version running. A
+rollback (`keep_running`) keeps a container of the good version that is still running: a redeploy
+whose build failed never touched it, and restarting it would drop its clients for nothing.
 """
 
 from __future__ import annotations
@@ -65,13 +67,47 @@ class LocalDockerRuntime:
             removed.append(container.short_id)
         return removed
 
+    def _running_of_version(
+        self, req: DeployRequest, image_id: str
+    ) -> tuple[Container, int] | None:
+        """The resource's running container of exactly this version and image, and its port."""
+        for container in self._containers_of(req.resource_id):
+            if (
+                container.status != "running"
+                or container.labels.get("rsm.version") != req.version
+                or container.attrs.get("Image") != image_id
+            ):
+                continue
+            env = dict(
+                item.split("=", 1)
+                for item in container.attrs["Config"].get("Env") or []
+                if "=" in item
+            )
+            if env.get("PORT", "").isdigit():
+                return container, int(env["PORT"])
+        return None
+
     def _run(self, req: DeployRequest) -> DeploymentInfo:
         try:
-            self._client.images.get(req.image)
+            image = self._client.images.get(req.image)
         except docker.errors.ImageNotFound:
             raise _deploy_failed(
                 f"image {req.image} is not on this Docker engine", image=req.image
             ) from None
+        if req.keep_running and (running := self._running_of_version(req, image.id)):
+            container, port = running
+            others = [c for c in self._containers_of(req.resource_id) if c.id != container.id]
+            for other in others:
+                other.remove(force=True)
+            activity.logger.info("kept %s running (version %s)", container.short_id, req.version)
+            return DeploymentInfo(
+                runtime=RUNTIME_NAME,
+                runtime_ref=container.id or "",
+                endpoint=f"http://{self._host}:{port}{req.mcp_path}",
+                image=req.image,
+                version=req.version,
+                kept=True,
+            )
         replaced = self._remove_all(req.resource_id)
         port = free_port(self._host)
         try:

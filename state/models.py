@@ -211,6 +211,9 @@ class DeployRequest(BaseModel):
     version: str
     image: str
     mcp_path: str = "/mcp"
+    # A rollback: a running container of this very version is the good one still serving (the
+    # redeploy failed before replacing it), so it is kept rather than restarted.
+    keep_running: bool = False
 
 
 class DeploymentInfo(BaseModel):
@@ -219,6 +222,7 @@ class DeploymentInfo(BaseModel):
     endpoint: str
     image: str
     version: str
+    kept: bool = False  # the container that was already running (see keep_running)
 
 
 class HealthCheckRequest(BaseModel):

@@ -49,6 +49,8 @@ from workflows.operations import (
 )
 
 S = ResourceState
+# A rollback keeps the good version's container when it still runs (a redeploy whose build failed).
+PATCH_ROLLBACK_KEEPS_RUNNING = "rollback-keeps-running-version"
 
 
 @workflow.defn
@@ -213,6 +215,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
         *,
         deploying_reason: str | None = None,
         available_reason: str | None = None,
+        keep_running: bool = False,
     ) -> None:
         """deploying -> deployed -> health_checking -> available. Without a deploying_reason the
         resource is in `deploying` already (a rollback entered it with its own reason)."""
@@ -227,6 +230,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
             version=version,
             image=image,
             mcp_path=spec.mcp_path,
+            keep_running=keep_running,
         )
         if spec.runtime == "kubernetes":
             deployment = await self._deploy_on_kubernetes(request)
@@ -242,7 +246,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
         self._deployment = deployment
         await self._life.move(
             S.DEPLOYED,
-            f"running at {deployment.endpoint}",
+            f"{'still ' if deployment.kept else ''}running at {deployment.endpoint}",
             metadata=deployment.model_dump(),
             mcp_registry=McpRegistryEntry(
                 image=image,
@@ -326,6 +330,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
                 good.version,
                 deploying_reason="rollback",
                 available_reason=f"rolled back to version {good.version}",
+                keep_running=workflow.patched(PATCH_ROLLBACK_KEEPS_RUNNING),
             )
         except StepFailed as failed:
             await self._fail(f"rollback to {good.version} failed: {failed.reason}", failed.details)

@@ -76,6 +76,8 @@ S = ResourceState
 HEALTH_HEARTBEAT = timedelta(seconds=20)
 # On Kubernetes, a team with a health_path is checked through its Service after each rollout.
 PATCH_SERVICE_HEALTH = "team-kubernetes-service-health"
+# As McpLifecycleWorkflow's: a rollback keeps the good version's replicas that still run.
+PATCH_ROLLBACK_KEEPS_RUNNING = "rollback-keeps-running-version"
 
 
 @workflow.defn
@@ -288,7 +290,9 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
         )
         return build.image
 
-    async def _deploy_and_check(self, image: str, version: str, note: str = "") -> None:
+    async def _deploy_and_check(
+        self, image: str, version: str, note: str = "", keep_running: bool = False
+    ) -> None:
         """deploying -> (instances started, every one healthy) -> deployed; the main loop then
         takes the team through its gate."""
         replicas = self._manifest.replicas
@@ -299,7 +303,10 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
         if self._on_kubernetes:
             deployment, health = await self._deploy_on_kubernetes(image, version, replicas)
         else:
-            deployment = await self._runtime_step("deploy_team", image, version, replicas)
+            # scale_team keeps the replicas of this version that still run (a rollback after a
+            # failed build: they are the good version, still serving) and replaces the rest.
+            step = "scale_team" if keep_running else "deploy_team"
+            deployment = await self._runtime_step(step, image, version, replicas)
             health = await self._check_health(deployment)
         checked = f"; {health.service_check.summary()}" if health.service_check else ""
         await self._life.move(
@@ -474,7 +481,10 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
                 S.BUILT, f"image {good.image} is built already", metadata={"image": good.image}
             )
             await self._deploy_and_check(
-                good.image, good.version, note=f"rolled back to version {good.version}: "
+                good.image,
+                good.version,
+                note=f"rolled back to version {good.version}: ",
+                keep_running=workflow.patched(PATCH_ROLLBACK_KEEPS_RUNNING),
             )
 
         await self._guarded(

@@ -20,7 +20,7 @@ from state.postgres import PostgresStore
 from state.settings import RsmSettings
 from tests.conftest import EXAMPLES
 from tests.helpers import assert_eventually, running_worker, unique_id
-from tests.workflows.test_mcp_lifecycle import settled, walk
+from tests.workflows.test_mcp_lifecycle import save_history, settled, walk
 from workers.images import PYTHON_MCP_IMAGE
 from workers.worker import real_activities
 
@@ -104,6 +104,41 @@ async def test_a_bad_version_rolls_back_to_the_last_good_one_and_is_refused_afte
         await lifecycle.run_command("mcp_server", rid, "redeploy", actor="bob", path=str(bad))
     await lifecycle.command(handle, "archive", actor="test")
     await asyncio.wait_for(handle.result(), 60)
+
+
+async def test_a_redeploy_whose_build_fails_leaves_the_good_version_serving(
+    lifecycle: LifecycleClient, store: PostgresStore, tmp_path: Path
+) -> None:
+    good = toolbox_copy(tmp_path, "v1")
+    broken = toolbox_copy(tmp_path, "v2", build_step="RUN echo no such tool >&2 && false")
+    rid = unique_id("t-keep")
+    handle = await lifecycle.register_mcp(good, resource_id=rid, actor="alice", policy=FAST)
+    assert (await settled(lifecycle, handle)).state is S.ACTIVE
+    serving = (await lifecycle.status(handle)).deployment
+    assert serving is not None
+
+    await lifecycle.run_command("mcp_server", rid, "redeploy", actor="bob", path=str(broken))
+
+    async def rolled_back() -> None:
+        status = await lifecycle.status(handle)
+        assert status.state is S.ACTIVE and status.bad_versions, status
+
+    await assert_eventually(rolled_back, timeout=120)
+    # Nothing was deployed, so nothing was restarted: the same container, at the same address.
+    kept = (await lifecycle.status(handle)).deployment
+    assert kept is not None and kept.kept
+    assert (kept.runtime_ref, kept.endpoint) == (serving.runtime_ref, serving.endpoint)
+    rows = await store.list_transitions(rid)
+    assert [(t.from_state, t.to_state) for t in rows[9:12]] == [
+        (S.ACTIVE, S.BUILDING),
+        (S.BUILDING, S.FAILED),
+        (S.FAILED, S.DEPLOYING),
+    ]
+    assert "no such tool" in rows[10].reason
+    assert rows[12].reason == f"still running at {serving.endpoint}"
+    await lifecycle.command(handle, "archive", actor="test")
+    await asyncio.wait_for(handle.result(), 60)
+    await save_history(handle, "mcp_build_failed_rolled_back_kept_archived")
 
 
 async def test_a_redeploy_supersedes_a_build_in_flight(

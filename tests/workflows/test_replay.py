@@ -23,7 +23,11 @@ from workflows.reported_lifecycle import (
     PATCH_REFUSED_REPORT,
     PATCH_RELOAD_GATES,
 )
-from workflows.team_lifecycle import PATCH_SERVICE_HEALTH, TeamLifecycleWorkflow
+from workflows.team_lifecycle import (
+    PATCH_ROLLBACK_KEEPS_RUNNING,
+    PATCH_SERVICE_HEALTH,
+    TeamLifecycleWorkflow,
+)
 
 FOLDER = Path(__file__).parent / "histories"
 HISTORIES = sorted(FOLDER.glob("*.json"))
@@ -49,6 +53,10 @@ REPORTED_AFTER = [
     FOLDER / "reported_workflow_restarted_reloaded_gates_archived.json",
 ]
 REPORTED_PATCHES = {PATCH_RELOAD_GATES, PATCH_DEPENDENCY_LEFT, PATCH_REFUSED_REPORT}
+# Rollbacks recorded before they kept the good version's running containers, and after.
+TEAM_ROLLBACK_BEFORE = FOLDER / "team_approved_rolled_back_archived.json"
+TEAM_ROLLBACK_AFTER = FOLDER / "team_rolled_back_kept_replicas_archived.json"
+MCP_ROLLBACK_AFTER = FOLDER / "mcp_build_failed_rolled_back_kept_archived.json"
 
 
 def test_there_are_histories_to_replay() -> None:
@@ -147,6 +155,37 @@ def test_the_reported_lifecycle_changes_are_recorded_behind_their_patches() -> N
         assert REPORTED_PATCHES <= _patches(path), path.stem
     # The restarted lifecycle read its gates back from the store before anything else.
     assert _scheduled(REPORTED_AFTER[1])[:2] == ["register_resource", "list_requirements"]
+
+
+def test_rollbacks_that_keep_running_containers_are_recorded_behind_their_patch() -> None:
+    assert PATCH_ROLLBACK_KEEPS_RUNNING not in _patches(TEAM_ROLLBACK_BEFORE)
+    assert "scale_team" not in _scheduled(TEAM_ROLLBACK_BEFORE)
+    assert PATCH_ROLLBACK_KEEPS_RUNNING in _patches(TEAM_ROLLBACK_AFTER)
+    assert _scheduled(TEAM_ROLLBACK_AFTER).count("scale_team") == 1
+    assert PATCH_ROLLBACK_KEEPS_RUNNING in _patches(MCP_ROLLBACK_AFTER)
+
+
+async def test_without_its_patch_the_team_rollback_would_break_the_older_history(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only this patch taken: the history holds markers of older ones the code must still match.
+    patched = workflow.patched
+    monkeypatch.setattr(
+        workflow,
+        "patched",
+        lambda patch_id: patch_id == PATCH_ROLLBACK_KEEPS_RUNNING or patched(patch_id),
+    )
+    replayer = Replayer(
+        workflows=[TeamLifecycleWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    result = await replayer.replay_workflow(
+        _history(TEAM_ROLLBACK_BEFORE), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    failure = str(result.replay_failure)
+    assert "Nondeterminism" in failure and "'scale_team'" in failure, failure
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -395,6 +395,48 @@ async def test_an_image_team_is_gated_by_approval_and_rolls_back_a_bad_redeploy(
                 docker_client.images.remove(tag, force=True)
 
 
+async def test_a_redeploy_that_fails_before_replacing_anything_leaves_the_replicas_serving(
+    lifecycle: LifecycleClient,
+    store: PostgresStore,
+    docker_api: docker.APIClient,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+) -> None:
+    team_id = unique_id(f"{PREFIX}-keep")
+    busybox_team(tmp_path, "")
+    good = f"rsm/{team_id}:good"
+    for chunk in docker_api.build(path=str(tmp_path / "agent"), tag=good, decode=True):
+        assert "error" not in chunk, chunk
+    manifest = busybox_team(
+        tmp_path, f"name: kept\nowner: qa\nimage: {good}\nreplicas: 2\nhealth_path: /healthz\n"
+    )
+    try:
+        handle = await register_team(lifecycle, manifest, actor="alice", resource_id=team_id)
+        await in_state(lifecycle, handle, S.ACTIVE, timeout=60)
+        serving = running(docker_client, team_id)
+        assert len(serving) == 2
+
+        # An image the engine does not have fails the deploy before any replica is touched.
+        missing = f"rsm/{team_id}:missing"
+        await lifecycle.run_command("team", team_id, "redeploy", actor="ops", version=missing)
+
+        async def rolled_back() -> None:
+            walked = [t for _, t in await walk(store, team_id)]
+            assert walked[-1] is S.ACTIVE and S.FAILED in walked, walked
+
+        await assert_eventually(rolled_back, timeout=60)
+        assert running(docker_client, team_id) == serving
+        status = await team_status(handle)
+        assert (status.version, status.bad_versions) == (good, [missing])
+        failure = next(t for t in await store.list_transitions(team_id) if t.to_state is S.FAILED)
+        assert missing in failure.reason
+        await archive(lifecycle, "team", team_id)
+        await record_history(handle, "team_rolled_back_kept_replicas_archived")
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(good, force=True)
+
+
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [
