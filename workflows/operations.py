@@ -54,6 +54,9 @@ STEP_RETRY = RetryPolicy(
     non_retryable_error_types=PERMANENT,
 )
 PATCH_ARCHIVE_CHECKS_DEPENDENTS = "archive-refused-while-dependents-active"
+# A command whose step fails (stopping the runtime for deactivate or archive) is answered as failed
+# and the lifecycle stays where it was, instead of the whole workflow failing with no state recorded.
+PATCH_COMMAND_STEP_FAILURE_ANSWERED = "command-step-failure-answered"
 MAX_REFUSALS = 10
 # States an operator may record by hand: resting states that need no step of the lifecycle.
 MANUAL_TARGETS = frozenset({S.ACTIVE, S.INACTIVE, S.FAILED})
@@ -83,6 +86,23 @@ class Superseded(Exception):
 
 def step_failure(err: ActivityError, step: str) -> StepFailed:
     cause = err.cause
+    if (
+        isinstance(cause, ApplicationError)
+        and cause.type == "NotFoundError"
+        and "is not registered on this worker" in cause.message
+    ):
+        # The SDK's answer lists every activity the worker has; what the operator needs is which
+        # kind of worker is missing.
+        hint = (
+            ": start a worker with RSM_KUBERNETES_ENABLED=true (and its KUBECONFIG), or register"
+            " the resource for the docker runtime"
+            if step.startswith("kubernetes_")
+            else ""
+        )
+        return StepFailed(
+            f"no worker on task queue {workflow.info().task_queue} runs {step}{hint}",
+            {"step": step, "error_type": "ActivityNotRegistered", "worker_said": cause.message},
+        )
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
         return StepFailed(cause.message, {"step": step, "error_type": cause.type, **details})
@@ -500,7 +520,17 @@ class OperatedWorkflow(Generic[DeploymentT]):
             queued.outcome = CommandResult(
                 accepted=True, state=self._life.state, message=f"{command.command} started"
             )
-        await self._execute(command)
+        try:
+            await self._execute(command)
+        except ActivityError as err:
+            if not workflow.patched(PATCH_COMMAND_STEP_FAILURE_ANSWERED):
+                raise
+            failed = step_failure(err, err.activity_type or "a step")
+            why = f"{command.command} failed: {failed.reason}"
+            self._refuse(f"{command.command} from {command.actor}: {why}")
+            if not long_running:
+                queued.outcome = CommandResult(accepted=False, state=self._life.state, message=why)
+            return
         if not long_running:
             queued.outcome = CommandResult(
                 accepted=True, state=self._life.state, message=f"{command.command} done"

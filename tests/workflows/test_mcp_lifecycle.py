@@ -16,7 +16,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
-from control.client import LifecycleClient
+from control.client import CommandRefused, LifecycleClient
 from state.machines import ResourceState
 from state.models import LifecyclePolicy, LifecycleStatus
 from state.postgres import PostgresStore
@@ -231,6 +231,37 @@ async def test_a_container_that_exits_at_start_fails_the_deploy_with_its_log(
     assert (await walk(store, rid))[-1] == (S.DEPLOYING, S.FAILED)
     await lifecycle.command(handle, "archive", actor="test")
     await handle.result()
+
+
+async def test_kubernetes_asked_of_a_worker_without_it_fails_saying_which_worker_is_missing(
+    lifecycle: LifecycleClient, store: PostgresStore, task_queue: str
+) -> None:
+    # The fixture's worker runs with RSM_KUBERNETES_ENABLED unset.
+    rid = unique_id("t-nok8s")
+    handle = await lifecycle.register_mcp(
+        EXAMPLES / "mcp/toolbox", resource_id=rid, runtime="kubernetes"
+    )
+    status = await settled(lifecycle, handle)
+    assert status.state is S.FAILED
+    assert status.failure_reason == (
+        f"no worker on task queue {task_queue} runs kubernetes_apply: start a worker with"
+        " RSM_KUBERNETES_ENABLED=true (and its KUBECONFIG), or register the resource for the"
+        " docker runtime"
+    )
+    failed = (await store.list_transitions(rid))[-1]
+    assert (failed.from_state, failed.to_state) == (S.DEPLOYING, S.FAILED)
+    assert failed.metadata["error_type"] == "ActivityNotRegistered"
+    # Archiving needs that worker too: the command is answered as failed, and the lifecycle lives.
+    with pytest.raises(CommandRefused) as refused:
+        await lifecycle.run_command("mcp_server", rid, "archive", actor="test")
+    assert str(refused.value) == (
+        f"archive failed: no worker on task queue {task_queue} runs kubernetes_delete: start a"
+        " worker with RSM_KUBERNETES_ENABLED=true (and its KUBECONFIG), or register the resource"
+        " for the docker runtime"
+    )
+    assert (await lifecycle.status(handle)).state is S.FAILED
+    await handle.terminate("test cleanup: no Kubernetes worker to archive it")
+    await save_history(handle, "mcp_kubernetes_without_worker_archive_refused")
 
 
 async def test_deactivate_stops_the_container_and_activate_brings_it_back(

@@ -18,6 +18,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from workers.worker import WORKFLOWS, sandbox_runner
 from workflows.n8n_lifecycle import PATCH_FLUSH_AT_GATE, N8nLifecycleWorkflow
+from workflows.operations import PATCH_COMMAND_STEP_FAILURE_ANSWERED
 from workflows.reported_lifecycle import (
     PATCH_DEPENDENCY_LEFT,
     PATCH_REFUSED_REPORT,
@@ -163,6 +164,16 @@ def test_rollbacks_that_keep_running_containers_are_recorded_behind_their_patch(
     assert PATCH_ROLLBACK_KEEPS_RUNNING in _patches(TEAM_ROLLBACK_AFTER)
     assert _scheduled(TEAM_ROLLBACK_AFTER).count("scale_team") == 1
     assert PATCH_ROLLBACK_KEEPS_RUNNING in _patches(MCP_ROLLBACK_AFTER)
+
+
+def test_a_failed_command_step_is_answered_behind_its_patch() -> None:
+    # The archive's kubernetes_delete had no worker: answered as failed, the workflow went on.
+    path = FOLDER / "mcp_kubernetes_without_worker_archive_refused.json"
+    assert PATCH_COMMAND_STEP_FAILURE_ANSWERED in _patches(path)
+    assert _scheduled(path).count("kubernetes_delete") == 1
+    assert PATCH_COMMAND_STEP_FAILURE_ANSWERED not in set().union(
+        *(_patches(p) for p in HISTORIES if p != path)
+    )
 
 
 async def test_without_its_patch_the_team_rollback_would_break_the_older_history(
