@@ -80,9 +80,13 @@ def register_team_command(
             typer.secho(f"error: {exc}", fg="red", err=True)
             return EXIT_FAILED
         lc = await LifecycleClient.connect(settings)
-        handle = await register_team(
-            lc, manifest, actor=actor, owner=owner, policy=policy, resource_id=resource_id
-        )
+        try:
+            handle = await register_team(
+                lc, manifest, actor=actor, owner=owner, policy=policy, resource_id=resource_id
+            )
+        except ManifestError as exc:  # what only the registration knows (e.g. the final id)
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            return EXIT_FAILED
         typer.echo(f"registered {handle.id}")
         typer.echo(f"  Temporal UI: {lc.ui_link(handle.id)}")
         if not wait:

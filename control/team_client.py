@@ -18,7 +18,13 @@ from control.client import LifecycleClient
 from control.sources import directory_version
 from state.machines import ResourceState, ResourceType
 from state.models import LifecyclePolicy, ResourceRef
-from state.team_models import TeamLifecycleInput, TeamManifest, TeamStatus, load_manifest
+from state.team_models import (
+    ManifestError,
+    TeamLifecycleInput,
+    TeamManifest,
+    TeamStatus,
+    load_manifest,
+)
 from workflows.search_attributes import OWNER_TEAM, RESOURCE_STATE, RESOURCE_TYPE
 from workflows.team_lifecycle import TeamLifecycleWorkflow
 
@@ -44,6 +50,9 @@ async def register_team(
     the manifest's owner, the resource id to its name."""
     manifest = load_manifest(manifest_path)
     ref = ResourceRef(resource_type=ResourceType.TEAM, resource_id=resource_id or manifest.name)
+    if (problem := manifest.self_dependency(ref.resource_id)) is not None:
+        field, message = problem.split(": ", 1)
+        raise ManifestError(str(manifest_path), [(field, message)])
     owner_team = owner or manifest.owner
     lifecycle_input = TeamLifecycleInput(
         ref=ref,

@@ -139,6 +139,15 @@ class TeamManifest(BaseModel):
             seen.add(key)
         return self
 
+    def self_dependency(self, team_id: str) -> str | None:
+        """The problem when the team registered as `team_id` lists itself: it would wait forever."""
+        for i, ref in enumerate(self.depends_on):
+            if ref.resource_type is ResourceType.TEAM and ref.resource_id == team_id:
+                return (
+                    f"depends_on[{i}]: team/{team_id} is this team: a team cannot wait for itself"
+                )
+        return None
+
 
 def _field_of(error: Any) -> str | None:
     parts: list[str] = []

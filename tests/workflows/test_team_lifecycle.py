@@ -480,6 +480,29 @@ async def test_a_bad_manifest_is_refused_naming_the_field(
         await lc.handle("team", rid).describe()
 
 
+async def test_a_team_that_depends_on_itself_is_refused_before_anything_starts(
+    client: Client, tmp_path: Path
+) -> None:
+    lc = LifecycleClient(client, RsmSettings(task_queue=unique_id("tq")))
+    named = unique_id(f"{PREFIX}-self")
+    given = unique_id(f"{PREFIX}-self")
+    # Under its manifest name, and under the id given at registration: both would wait forever.
+    for rid, ref in ((None, named), (given, given)):
+        manifest = busybox_team(
+            tmp_path,
+            f"name: {named}\nowner: qa\nimage: x\ndepends_on: [mcp_server/toolbox, team/{ref}]\n",
+        )
+        with pytest.raises(ManifestError) as refused:
+            await register_team(lc, manifest, resource_id=rid)
+        assert refused.value.field == "depends_on[1]"
+        assert str(refused.value) == (
+            f"team manifest {manifest}: depends_on[1]: team/{ref} is this team: a team cannot"
+            " wait for itself"
+        )
+        with pytest.raises(RPCError, match="not found"):
+            await lc.handle("team", ref).describe()
+
+
 async def test_rsm_register_team_follows_to_active_and_names_a_bad_field(
     lifecycle: LifecycleClient,
     temporal_env: WorkflowEnvironment,
