@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
-from control.client import LifecycleClient
+from control.client import LifecycleClient, RegistrationRefused
 from control.sources import SourceError
 from state.errors import StoreError
 from state.machines import ResourceState, ResourceType
@@ -56,7 +56,7 @@ FAILED_STATES = {ResourceState.FAILED, ResourceState.FAILED_VALIDATION}
 def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except (StoreError, SourceError) as exc:
+    except (StoreError, SourceError, RegistrationRefused) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(EXIT_FAILED) from None
     except ValidationError as exc:

@@ -158,6 +158,9 @@ def command(
         "--path",
         help="redeploy: the new source directory, or for an n8n workflow its export (JSON file).",
     ),
+    version: str | None = typer.Option(
+        None, "--version", help="redeploy: for a team that runs a given image, the new image."
+    ),
     replicas: int | None = typer.Option(None, "--replicas", help="scale: the new replica count."),
 ) -> None:
     """Run an operator command; refused at once (exit 1) when illegal in the current state."""
@@ -166,9 +169,17 @@ def command(
             f"error: unknown command {name!r}; one of {', '.join(COMMANDS)}", fg="red", err=True
         )
         raise typer.Exit(EXIT_FAILED)
+    if name == "scale" and replicas is None:
+        typer.secho("error: scale needs --replicas N", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    if path is not None and version is not None:
+        typer.secho("error: give --path or --version, not both", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED)
     args: dict[str, Any] = {}
     if path is not None:
         args["path"] = path
+    if version is not None:
+        args["version"] = version
     if replicas is not None:
         args["replicas"] = replicas
     _act(

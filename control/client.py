@@ -6,13 +6,20 @@ that finds it running returns the running one (USE_EXISTING).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from control.sources import directory_version, mcp_source, n8n_export, resource_id_from
 from state.commands import (
@@ -28,6 +35,7 @@ from state.machines import ResourceState, ResourceType
 from state.models import (
     CommandRequest,
     LifecyclePolicy,
+    LifecycleResult,
     LifecycleStatus,
     McpLifecycleInput,
     McpServerSpec,
@@ -44,6 +52,11 @@ COMMANDS = COMMAND_NAMES
 
 class CommandRefused(Exception):
     """The lifecycle refused a command, an approval or a transition; the message says why."""
+
+
+class RegistrationRefused(Exception):
+    """Registering would not do what the caller means: the id is archived, or its lifecycle runs
+    another version (a start would silently return that one). The message says what to do."""
 
 
 class LifecycleClient:
@@ -68,6 +81,41 @@ class LifecycleClient:
     def ui_link(self, workflow_id: str) -> str:
         return self.settings.workflow_ui_link(workflow_id)
 
+    async def refuse_conflicting_registration(
+        self, ref: ResourceRef, version: str, redeploy_hint: str
+    ) -> None:
+        """Raise RegistrationRefused when the id was archived or its running lifecycle has another
+        version; registering the same version again stays harmless (the running one is returned)."""
+        handle = self.handle(ref.resource_type, ref.resource_id)
+        try:
+            described = await handle.describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return
+            raise
+        if described.status is WorkflowExecutionStatus.COMPLETED:
+            done = self.client.get_workflow_handle(ref.workflow_id, result_type=LifecycleResult)
+            result = await done.result()
+            if result.final_state is ResourceState.ARCHIVED:
+                raise RegistrationRefused(
+                    f"{ref.workflow_id} was archived: an archived id is not reused; register the"
+                    " resource under a new --id"
+                )
+            return
+        if described.status is not WorkflowExecutionStatus.RUNNING:
+            return  # terminated or failed: a new lifecycle adopts what the database recorded
+        try:
+            current = await handle.query("get_status", rpc_timeout=timedelta(seconds=10))
+        except RPCError:
+            return  # no worker answers now: the start returns the running lifecycle as before
+        running = current.get("version") if isinstance(current, dict) else None
+        if running is not None and running != version:
+            raise RegistrationRefused(
+                f"{ref.workflow_id} is already registered and runs version {running}"
+                f" ({current.get('state')}); this source is version {version}. To deploy it:"
+                f" {redeploy_hint}"
+            )
+
     async def register_mcp(
         self,
         path: Path,
@@ -88,6 +136,9 @@ class LifecycleClient:
             context_path=str(source),
             version=directory_version(source),
             runtime=runtime or self.settings.default_runtime,
+        )
+        await self.refuse_conflicting_registration(
+            ref, spec.version, f"rsm command {ref.resource_id} redeploy --path {source}"
         )
         lifecycle_input = McpLifecycleInput(
             ref=ref,
@@ -201,7 +252,13 @@ class LifecycleClient:
                 export, _, version, _ = n8n_export(path)
                 args.update(context_path=str(export), version=version)
             else:
-                source = mcp_source(path)
+                what = (
+                    "a team's new version is its build directory (the manifest's `build`), with a"
+                    " Dockerfile; an image team is redeployed with --version IMAGE"
+                    if ResourceType(resource_type) is ResourceType.TEAM
+                    else "an MCP server is a directory with a Dockerfile"
+                )
+                source = mcp_source(path, what)
                 args.update(context_path=str(source), version=directory_version(source))
         request = OperatorCommand.model_validate(
             {"command": command, "actor": actor, "reason": reason, **args}

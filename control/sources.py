@@ -34,12 +34,10 @@ def directory_version(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def mcp_source(path: Path) -> Path:
+def mcp_source(path: Path, what: str = "an MCP server is a directory with a Dockerfile") -> Path:
     resolved = path.expanduser().resolve()
     if not resolved.is_dir():
-        raise SourceError(
-            f"{path} is not a directory: an MCP server is a directory with a Dockerfile"
-        )
+        raise SourceError(f"{path} is not a directory: {what}")
     if not (resolved / "Dockerfile").is_file():
         raise SourceError(f"{path} has no Dockerfile")
     return resolved

@@ -54,12 +54,20 @@ async def register_team(
         field, message = problem.split(": ", 1)
         raise ManifestError(str(manifest_path), [(field, message)])
     owner_team = owner or manifest.owner
+    version = team_version(manifest)
+    await lc.refuse_conflicting_registration(
+        ref,
+        version,
+        f"rsm command {ref.resource_id} redeploy --path {manifest.build}"
+        if manifest.build
+        else f"rsm command {ref.resource_id} redeploy (the new image as the version)",
+    )
     lifecycle_input = TeamLifecycleInput(
         ref=ref,
         name=manifest.name,
         owner_team=owner_team,
         manifest=manifest,
-        version=team_version(manifest),
+        version=version,
         policy=(policy or LifecyclePolicy()).model_copy(update={"actor": actor}),
     )
     return await lc.client.start_workflow(

@@ -28,6 +28,7 @@ from control.api.schemas import (
     RequirementIn,
     TransitionIn,
 )
+from control.client import RegistrationRefused
 from control.sources import SourceError, resource_id_from
 from control.team_client import register_team
 from state.machines import ResourceType
@@ -105,6 +106,8 @@ async def _register(ctx: ApiContext, actor: str, body: RegisterRequest) -> Regis
             )
     except (SourceError, ManifestError) as exc:
         raise ApiError(409, "invalid_source", str(exc)) from None
+    except RegistrationRefused as exc:
+        raise ApiError(409, "registration_refused", str(exc)) from None
     rtype = ResourceType(body.type)
     # The id the lifecycle was started under (a default derived from the source when none was given).
     rid = handle.id.rsplit("/", 1)[-1]

@@ -16,7 +16,8 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
-from control.client import CommandRefused, LifecycleClient
+from control.client import CommandRefused, LifecycleClient, RegistrationRefused
+from control.sources import directory_version
 from state.machines import ResourceState
 from state.models import LifecyclePolicy, LifecycleStatus
 from state.postgres import PostgresStore
@@ -153,6 +154,32 @@ async def test_registering_twice_gives_one_workflow_and_one_history(
     assert await walk(store, rid) == HAPPY_WALK
     await lifecycle.command(first, "archive", actor="test")
     await first.result()
+
+
+async def test_registering_another_source_or_an_archived_id_is_refused_saying_what_to_do(
+    lifecycle: LifecycleClient, store: PostgresStore, tmp_path: Path
+) -> None:
+    rid = unique_id("t-other")
+    handle = await lifecycle.register_mcp(EXAMPLES / "mcp/toolbox", resource_id=rid)
+    assert (await settled(lifecycle, handle)).state is S.ACTIVE
+    other = dockerfile_dir(tmp_path, 'CMD ["sleep", "60"]')
+    # Before, the running lifecycle was returned and the new source silently ignored.
+    with pytest.raises(RegistrationRefused) as refused:
+        await lifecycle.register_mcp(other, resource_id=rid)
+    running = directory_version(EXAMPLES / "mcp/toolbox")
+    assert str(refused.value) == (
+        f"resource/mcp_server/{rid} is already registered and runs version {running} (active);"
+        f" this source is version {directory_version(other)}. To deploy it:"
+        f" rsm command {rid} redeploy --path {other}"
+    )
+    assert await walk(store, rid) == HAPPY_WALK  # nothing recorded
+
+    await lifecycle.command(handle, "archive", actor="test")
+    await handle.result()
+    for source in (EXAMPLES / "mcp/toolbox", other):
+        with pytest.raises(RegistrationRefused, match="was archived: an archived id is not reused"):
+            await lifecycle.register_mcp(source, resource_id=rid)
+    assert (await walk(store, rid))[-1] == (S.ACTIVE, S.ARCHIVED)
 
 
 async def test_a_failing_run_step_fails_with_that_line_and_waits_for_retry(
