@@ -306,10 +306,12 @@ class DockerImageBuilder:
                 stream_in_thread(open_build, f"build-{req.resource_id}")
             ) as chunks:
                 async for chunk in chunks:
-                    if isinstance(chunk, OSError):
-                        raise _build_failed(f"cannot read build context: {chunk}")
+                    # APIError first: it is an OSError too (through requests), and its
+                    # explanation is the engine's own words (a Dockerfile parse error).
                     if isinstance(chunk, docker.errors.APIError):
                         raise _build_failed(f"docker refused the build: {chunk.explanation}")
+                    if isinstance(chunk, OSError):
+                        raise _build_failed(f"cannot read build context: {chunk}")
                     if isinstance(chunk, Exception):
                         raise chunk  # the engine is unreachable: temporary, retried
                     if "error" in chunk:

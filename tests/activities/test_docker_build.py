@@ -118,6 +118,9 @@ async def test_a_build_heartbeats_its_steps_and_tags_the_image(
         ("no-dir", "is not a directory"),
         ("no-dockerfile", "no Dockerfile at"),
         ("bad-base", "base image rsm/no-such-base:never is not on this Docker engine"),
+        # The engine's own words, not "cannot read build context: 400 Client Error for http+...".
+        ("bad-instruction", "docker refused the build: dockerfile parse error line 2: unknown"),
+        ("empty", "Dockerfile"),
     ],
 )
 async def test_bad_build_input_is_a_named_permanent_failure(
@@ -128,7 +131,12 @@ async def test_bad_build_input_is_a_named_permanent_failure(
         path.mkdir()
     if layout == "bad-base":
         path.joinpath("Dockerfile").write_text("FROM rsm/no-such-base:never\n")
+    if layout == "bad-instruction":
+        path.joinpath("Dockerfile").write_text(f"FROM {BUSYBOX_IMAGE}\nBOGUSINSTR x\n")
+    if layout == "empty":
+        path.joinpath("Dockerfile").write_text("")
     with pytest.raises(ApplicationError) as caught:
         await ActivityEnvironment().run(builder.build_image, request(path))
     assert caught.value.type == "BuildFailed" and caught.value.non_retryable
     assert message in caught.value.message
+    assert "Client Error" not in caught.value.message, caught.value.message
