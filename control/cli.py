@@ -259,6 +259,10 @@ def register_mcp(
             typer.secho(
                 f"{handle.id} {status.state.value}: {status.failure_reason}", fg="red", err=True
             )
+            typer.echo(
+                f"  `rsm command {status.ref.resource_id} retry` tries again;"
+                " `redeploy --path DIR` gives a new version"
+            )
             return EXIT_FAILED
         if status.state is ResourceState.ARCHIVED:
             typer.secho(
@@ -325,6 +329,10 @@ def status(
                 details["mcp"] = json.loads(json.dumps(mcp, default=str)) if mcp else None
             wf = row.workflow_id or workflow_id_for(row.resource_type, row.resource_id)
             details["temporal_ui"] = settings.workflow_ui_link(wf)
+            # Why it is where it is (for a failed resource: the failure), without `rsm history`.
+            history = await store.list_transitions(resource_id)
+            last = history[-1] if history else None
+            details["last_transition"] = last.model_dump(mode="json") if last else None
             if as_json:
                 typer.echo(json.dumps(details, indent=2))
                 return 0
@@ -334,6 +342,10 @@ def status(
             typer.echo(
                 f"  state:    {row.current_state.value}  since {row.updated_at:%Y-%m-%d %H:%M:%S}"
             )
+            if last is not None:
+                typer.echo(f"  why:      {last.reason or '-'}  [{last.actor}]")
+                if row.current_state in FAILED_STATES:
+                    typer.echo(f"  next:     rsm command {resource_id} retry | redeploy | archive")
             typer.echo(f"  version:  {row.version or '-'}")
             typer.echo(f"  owner:    {row.owner_team or '-'}   registered by {row.registered_by}")
             if details.get("mcp"):

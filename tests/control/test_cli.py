@@ -147,6 +147,14 @@ async def test_register_wait_exits_non_zero_with_the_reason_when_the_build_fails
         f"resource/mcp_server/{rid} failed: The command '/bin/sh -c sleep 0.3; exit 7' returned a non-zero code: 7"
         in err
     )
+    assert f"`rsm command {rid} retry` tries again" in out
+    code, out, err = await rsm("status", rid)
+    assert code == 0, err
+    assert (
+        "  why:      The command '/bin/sh -c sleep 0.3; exit 7' returned a non-zero code: 7" in out
+    )
+    assert f"  next:     rsm command {rid} retry | redeploy | archive" in out
+    assert "None" not in out
     await archive(client, task_queue, rid)
 
 
