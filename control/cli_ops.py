@@ -121,10 +121,18 @@ def satisfy(
         typer.secho(f"error: unknown requirement type {add!r}", fg="red", err=True)
         raise typer.Exit(EXIT_FAILED)
 
+    target = {"name": requirement}
+
     async def known(store: PostgresStore, row: ResourceRow) -> str | None:
         # A misspelt name would otherwise become a new requirement that nothing waits for.
-        names = sorted(r.name for r in await store.list_requirements(row.resource_id))
+        held = await store.list_requirements(row.resource_id)
+        names = sorted(r.name for r in held)
         if add is not None or requirement in names:
+            return None
+        # `rsm awaiting` and timeouts show TYPE:NAME; that form names the requirement too.
+        kind, _, name = requirement.partition(":")
+        if any(r.requirement_type == kind and r.name == name for r in held):
+            target["name"] = name
             return None
         return (
             f"{resource_id} has no requirement {requirement!r}"
@@ -136,7 +144,7 @@ def satisfy(
         lambda lc, r: lc.update_requirement(
             r.resource_type,
             r.resource_id,
-            requirement,
+            target["name"],
             status,  # type: ignore[arg-type]
             actor,
             reason,

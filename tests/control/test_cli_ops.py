@@ -47,7 +47,10 @@ async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli
     code, out, err = await rsm("satisfy", rid, "slak-token", "--actor", "vault")
     assert code == 1 and f"{rid} has no requirement 'slak-token'" in err  # a typo adds nothing
     assert "slack-token" in err and "pass --add TYPE" in err
-    code, out, err = await rsm("satisfy", rid, "slack-token", "--actor", "vault")
+    code, out, err = await rsm("satisfy", rid, "other:slack-token", "--actor", "vault")
+    assert code == 1 and f"{rid} has no requirement 'other:slack-token'" in err
+    # The TYPE:NAME form `rsm awaiting` prints names it as well as the bare name.
+    code, out, err = await rsm("satisfy", rid, "credential:slack-token", "--actor", "vault")
     assert code == 0, err
     code, out, err = await rsm("wait", rid, "--state", "active", "--timeout", "60")
     assert code == 0, err
