@@ -26,6 +26,7 @@ from control.sources import SourceError
 from state.errors import StoreError
 from state.machines import ResourceState, ResourceType
 from state.models import (
+    ID_RULE,
     ApprovalPolicy,
     LifecyclePolicy,
     LifecycleStatus,
@@ -53,6 +54,21 @@ EXIT_ACTIVE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_OTHER = 0, 1, 2, 3
 FAILED_STATES = {ResourceState.FAILED, ResourceState.FAILED_VALIDATION}
 
 
+def _problem(error: Any) -> str:
+    # A resource id's rule in words rather than its regular expression.
+    if error["type"] == "string_pattern_mismatch" and error["loc"][-1:] == ("resource_id",):
+        return f"{error['input']!r} is not a valid id: {ID_RULE}"
+    return str(error["msg"])
+
+
+def nonempty_id(value: str | None) -> str | None:
+    """--id "" would otherwise quietly fall back to the default id."""
+    if value is not None and not value.strip():
+        typer.secho(f"error: --id must not be empty; an id is {ID_RULE}", fg="red", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    return value
+
+
 def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
@@ -61,7 +77,7 @@ def _run(coro: Awaitable[T]) -> T:
         raise typer.Exit(EXIT_FAILED) from None
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {_problem(e)}" for e in exc.errors()
         )
         typer.secho(f"error: invalid input: {problems}", fg="red", err=True)
         raise typer.Exit(EXIT_FAILED) from None
@@ -213,7 +229,7 @@ def _policy(
 def register_mcp(
     path: Path = typer.Argument(..., help="Directory with a Dockerfile and an MCP server."),
     resource_id: str | None = typer.Option(
-        None, "--id", help="Resource id (default: directory name)."
+        None, "--id", help="Resource id (default: directory name).", callback=nonempty_id
     ),
     owner: str = typer.Option("", "--owner", help="Owner team."),
     actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),

@@ -25,6 +25,7 @@ from control.cli import (
     FAILED_STATES,
     _run,
     follow,
+    nonempty_id,
     register_app,
 )
 from control.client import LifecycleClient
@@ -124,7 +125,7 @@ def _print_outcome(handle_id: str, state: ResourceState, reason: str | None, n8n
 def register_workflow(
     path: Path = typer.Argument(..., help="An exported n8n workflow (JSON file)."),
     resource_id: str | None = typer.Option(
-        None, "--id", help="Resource id (default: file name without .json)."
+        None, "--id", help="Resource id (default: file name without .json).", callback=nonempty_id
     ),
     owner: str = typer.Option("", "--owner", help="Owner team."),
     actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),

@@ -26,6 +26,7 @@ from control.cli import (
     _policy,
     _run,
     follow,
+    nonempty_id,
     register_app,
     waiting_on,
 )
@@ -53,7 +54,7 @@ async def _watch_blocked(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) 
 def register_team_command(
     manifest: Path = typer.Argument(..., help="The team's YAML manifest (team.yaml)."),
     resource_id: str | None = typer.Option(
-        None, "--id", help="Resource id (default: the manifest's name)."
+        None, "--id", help="Resource id (default: the manifest's name).", callback=nonempty_id
     ),
     owner: str = typer.Option("", "--owner", help="Owner team (default: the manifest's owner)."),
     actor: str = typer.Option("cli", "--actor", help="Who registers it (recorded on every row)."),

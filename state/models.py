@@ -13,12 +13,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from state.machines import ResourceState, ResourceType
 
+ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+ID_RULE = (
+    "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63"
+    " characters"
+)
+
 
 class ResourceRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     resource_type: ResourceType
-    resource_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    resource_id: str = Field(pattern=ID_PATTERN)
 
     @property
     def workflow_id(self) -> str:

@@ -29,7 +29,14 @@ from pydantic_core import PydanticCustomError
 
 from state.commands import ApprovalDecision
 from state.machines import ResourceState, ResourceType
-from state.models import LifecyclePolicy, LifecycleStatus, RequirementStatus, ResourceRef
+from state.models import (
+    ID_PATTERN,
+    ID_RULE,
+    LifecyclePolicy,
+    LifecycleStatus,
+    RequirementStatus,
+    ResourceRef,
+)
 from state.runtime_models import RuntimeKind, ServiceHealthResult
 
 MAX_REPLICAS = 20
@@ -42,7 +49,7 @@ REPLICA_LABEL = "rsm.replica"
 PORT_LABEL = "rsm.port"
 VERSION_LABEL = "rsm.version"
 
-_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_ID_PATTERN = ID_PATTERN
 
 
 class ManifestError(Exception):
@@ -168,10 +175,7 @@ def _message_of(error: Any) -> str:
     if kind == "string_too_short":
         return "must not be empty"
     if kind == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == _ID_PATTERN:
-        return (
-            f"{error.get('input')!r} is not a valid id: lowercase letters, digits, '.', '_' and"
-            " '-', starting with a letter or digit, at most 63 characters"
-        )
+        return f"{error.get('input')!r} is not a valid id: {ID_RULE}"
     if kind in {"greater_than_equal", "less_than_equal"} and error.get("loc") == ("replicas",):
         return f"must be between 1 and {MAX_REPLICAS}, got {error.get('input')!r}"
     return str(error.get("msg", "is invalid")).removeprefix("Value error, ")

@@ -168,8 +168,14 @@ async def test_register_wait_exits_non_zero_with_the_reason_when_the_build_fails
         (["command", "x", "explode"], "unknown command 'explode'"),
         (
             ["register", "mcp", str(EXAMPLES / "mcp/toolbox"), "--id", "Bad Id/1"],
-            "error: invalid input: resource_id: String should match pattern",
+            "error: invalid input: resource_id: 'Bad Id/1' is not a valid id: lowercase letters,"
+            " digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters",
         ),
+        (
+            ["register", "mcp", str(EXAMPLES / "mcp/toolbox"), "--id", ""],
+            "error: --id must not be empty; an id is lowercase letters",
+        ),
+        (["command", "x", "scale"], "error: scale needs --replicas N"),
     ],
 )
 async def test_bad_input_gets_a_clear_error_and_no_traceback(
