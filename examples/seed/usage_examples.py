@@ -14,6 +14,7 @@ import uuid
 
 from control.state_manager import (
     MCPStateManager,
+    StateManagerUnavailable,
     StateTracker,
     WorkflowStateManager,
     create_client,
@@ -23,7 +24,11 @@ url = key = None  # the environment (RSM_DATABASE_URL, or SUPABASE_URL + key) de
 
 
 def main() -> int:
-    supabase = create_client(url, key)
+    try:
+        supabase = create_client(url, key, timeout=15)
+    except StateManagerUnavailable as err:
+        print(f"error: {err} (start the dev stack with `.venv/bin/rsm dev up`)", file=sys.stderr)
+        return 1
     workflow_uuid, mcp_uuid = str(uuid.uuid4()), str(uuid.uuid4())
     failures = 0
 
@@ -31,7 +36,8 @@ def main() -> int:
         nonlocal failures
         success, error = result
         failures += success is not expected
-        print(f"  {step:<22} success={success!s:<5} error={error}")
+        note = "" if expected else "  (refused, as expected)"
+        print(f"  {step:<22} success={success!s:<5} error={error}{note}")
 
     print("1. Workflow lifecycle")
     workflow_mgr = WorkflowStateManager(supabase)

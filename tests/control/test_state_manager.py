@@ -887,3 +887,29 @@ def test_a_connection_that_never_answers_is_named_and_left_behind_cleanly(
     assert done.stdout.strip() == expected
     assert "hunter2" not in done.stdout + done.stderr
     assert "Task was destroyed" not in done.stderr, done.stderr
+
+
+async def test_the_usage_examples_script_runs_against_the_stack(
+    supabase: StateClient, pg_dsn: str, client: Client, task_queue: str
+) -> None:
+    env = {
+        **os.environ,
+        "RSM_DATABASE_URL": pg_dsn,
+        "RSM_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "RSM_TASK_QUEUE": task_queue,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "examples/seed/usage_examples.py"),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    text = out.decode()
+    assert proc.returncode == 0, text + err.decode()
+    assert "activate_workflow      success=True  error=None" in text
+    assert "health_check           success=False" in text and "(refused, as expected)" in text
+    assert "deployed -> active       admin@example.com    workflow activated" in text
+    assert "building -> built        ci-system            image team-registry:v1.0 built" in text
