@@ -23,7 +23,7 @@ from temporalio.service import RPCError
 
 from control.client import LifecycleClient, RegistrationRefused
 from control.sources import SourceError
-from state.errors import StoreError
+from state.errors import StoreError, StoreUnavailableError
 from state.machines import ResourceState, ResourceType
 from state.models import (
     ID_RULE,
@@ -73,7 +73,8 @@ def _run(coro: Awaitable[T]) -> T:
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except (StoreError, SourceError, RegistrationRefused) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        hint = " (is `rsm dev up` running?)" if isinstance(exc, StoreUnavailableError) else ""
+        typer.secho(f"error: {exc}{hint}", fg="red", err=True)
         raise typer.Exit(EXIT_FAILED) from None
     except ValidationError as exc:
         problems = "; ".join(

@@ -192,6 +192,7 @@ async def test_an_unreachable_database_is_named(rsm: Cli) -> None:
     code, _, err = await rsm("status")
     assert code == 1
     assert "cannot connect to Postgres at postgresql://postgres@127.0.0.1:1/rsm" in err
+    assert err.rstrip().endswith("(is `rsm dev up` running?)")
     assert "Traceback" not in err
 
 
