@@ -9,18 +9,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import sys
-from collections.abc import Awaitable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from pydantic import ValidationError
-from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
+from control.cli_output import (
+    EXIT_ACTIVE,
+    EXIT_FAILED,
+    EXIT_OTHER,
+    EXIT_TIMEOUT,
+    FAILED_STATES,
+    STATE_WIDTH,
+    echo_table,
+    follow,
+    waiting_on,
+)
 from control.client import LifecycleClient, RegistrationRefused
 from control.sources import SourceError
 from state.errors import StoreError, StoreUnavailableError
@@ -29,9 +37,7 @@ from state.models import (
     ID_RULE,
     ApprovalPolicy,
     LifecyclePolicy,
-    LifecycleStatus,
     RequirementSpec,
-    TransitionView,
     workflow_id_for,
 )
 from state.postgres import PostgresStore, apply_migrations
@@ -49,9 +55,6 @@ register_app = typer.Typer(
     help="Register a resource and start its lifecycle.", no_args_is_help=True
 )
 app.add_typer(register_app, name="register")
-
-EXIT_ACTIVE, EXIT_FAILED, EXIT_TIMEOUT, EXIT_OTHER = 0, 1, 2, 3
-FAILED_STATES = {ResourceState.FAILED, ResourceState.FAILED_VALIDATION}
 
 
 def _problem(error: Any) -> str:
@@ -106,101 +109,6 @@ def _run(coro: Awaitable[T]) -> T:
             )
             raise typer.Exit(EXIT_FAILED) from None
         raise
-
-
-# Wide enough for the longest state name (awaiting_dependencies), so every arrow lines up.
-STATE_WIDTH = max(len(s.value) for s in ResourceState)
-
-
-def echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Columns as wide as their widest cell (ids may be 36-character UUIDs); the last is free."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    for line in (header, *rows):
-        cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=False)]
-        typer.echo(" ".join([*cells, line[-1]]).rstrip())
-
-
-def _fmt_time(at: datetime) -> str:
-    return at.astimezone().strftime("%H:%M:%S")
-
-
-def _print_transition(t: TransitionView) -> None:
-    frm = t.from_state.value if t.from_state else "·"
-    typer.echo(
-        f"  {_fmt_time(t.at)}  {frm:>{STATE_WIDTH}} → {t.to_state.value:<{STATE_WIDTH}} {t.reason}  [{t.actor}]"
-    )
-
-
-async def follow(
-    lc: LifecycleClient, handle: WorkflowHandle[Any, Any], timeout: float
-) -> LifecycleStatus | None:
-    """Print each transition and the progress of long steps until the resource settles."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    printed: set[tuple[datetime, str]] = set()
-    last_progress: str | None = None
-    warned = False
-    while loop.time() < deadline:
-        try:
-            status = await lc.status(handle)
-            transitions = await lc.transitions(handle)
-        except RPCError as exc:
-            if not warned:
-                typer.echo(f"  waiting for a worker on task queue {lc.settings.task_queue} ({exc})")
-                warned = True
-            await asyncio.sleep(1)
-            continue
-        for t in transitions:
-            key = (t.at, t.to_state.value)
-            if key not in printed:
-                printed.add(key)
-                _print_transition(t)
-        if status.state is ResourceState.ACTIVE or status.state in FAILED_STATES | {
-            ResourceState.ARCHIVED,
-            ResourceState.INACTIVE,
-        }:
-            return status
-        progress = await lc.progress(handle)
-        line = _progress_line(progress)
-        if line and line != last_progress:
-            typer.echo(f"  {'':>8}  {'':>{STATE_WIDTH}}   … {line}")
-            last_progress = line
-        await asyncio.sleep(0.3)
-    return None
-
-
-_STEP = re.compile(r"^Step (\d+)/(\d+) : ")
-
-
-def progress_bar(done: int, total: int, width: int = 20) -> str:
-    filled = round(width * done / total) if total else 0
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
-
-
-async def waiting_on(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) -> str:
-    """What the resource waits on, for a timeout message (empty when nothing or unknown)."""
-    try:
-        blocked = (await lc.status(handle)).blocked_on
-    except RPCError:
-        return ""
-    return f", waiting on {', '.join(blocked)}" if blocked else ""
-
-
-def _progress_line(progress: dict[str, Any] | None) -> str | None:
-    if not progress:
-        return None
-    if progress.get("step"):
-        step = str(progress["step"])
-        if (m := _STEP.match(step)) is not None:
-            # A build's "Step 3/7 : RUN ..." becomes a bar and the instruction.
-            bar = progress_bar(int(m.group(1)), int(m.group(2)))
-            return f"{progress['activity']} {bar} {step[m.end() :]}"
-        return f"{progress['activity']}: {step}"
-    if progress.get("attempt", 0) > 1:
-        return (
-            f"{progress['activity']}: attempt {progress['attempt']} ({progress.get('last_error')})"
-        )
-    return None
 
 
 def _policy(

@@ -17,16 +17,14 @@ import typer
 from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from control.cli import (
+from control.cli import _run, nonempty_id, register_app
+from control.cli_output import (
     EXIT_ACTIVE,
     EXIT_FAILED,
     EXIT_OTHER,
     EXIT_TIMEOUT,
     FAILED_STATES,
-    _run,
     follow,
-    nonempty_id,
-    register_app,
 )
 from control.client import LifecycleClient
 from control.sources import n8n_export, resource_id_from

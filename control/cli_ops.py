@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import typer
 
-from control.cli import EXIT_FAILED, EXIT_TIMEOUT, _run, _store, app, echo_table
+from control.cli import _run, _store, app
+from control.cli_output import EXIT_FAILED, EXIT_TIMEOUT, echo_table, follow, report_settled
 from control.client import COMMANDS, CommandRefused, LifecycleClient
 from state.commands import CommandResult
 from state.machines import FAILURE_STATES, ResourceState, ResourceType
@@ -41,9 +43,10 @@ def _act(
     action: Callable[[LifecycleClient, ResourceRow], Awaitable[CommandResult | None]],
     done: str,
     check: Callable[[PostgresStore, ResourceRow], Awaitable[str | None]] | None = None,
+    then: Callable[[LifecycleClient, ResourceRow], Awaitable[int]] | None = None,
 ) -> None:
     """Look the resource up, run a write through its workflow, report the answer. `check` may
-    refuse first (it returns why)."""
+    refuse first (it returns why); `then` runs after an accepted write and gives the exit code."""
     settings = RsmSettings()
 
     async def main() -> int:
@@ -65,7 +68,7 @@ def _act(
         message = result.message if result else done
         typer.echo(f"{resource_id}: {message}")
         typer.echo(f"  Temporal UI: {lc.ui_link(row.workflow_id or '')}")
-        return 0
+        return await then(lc, row) if then is not None else 0
 
     raise typer.Exit(_run(main()))
 
@@ -170,6 +173,10 @@ def command(
         None, "--version", help="redeploy: for a team that runs a given image, the new image."
     ),
     replicas: int | None = typer.Option(None, "--replicas", help="scale: the new replica count."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the lifecycle until it settles (exit codes as register)."
+    ),
+    timeout: float = typer.Option(900, "--timeout", min=1, help="Seconds to wait with --wait."),
 ) -> None:
     """Run an operator command; refused at once (exit 1) when illegal in the current state."""
     if name not in COMMANDS:
@@ -190,11 +197,21 @@ def command(
         args["version"] = version
     if replicas is not None:
         args["replicas"] = replicas
-    _act(
-        resource_id,
-        lambda lc, r: lc.run_command(r.resource_type, r.resource_id, name, actor, reason, **args),
-        name,
-    )
+    # The newest transition before the command: --wait follows only what the command causes.
+    before: dict[str, datetime | None] = {"at": None}
+
+    async def run(lc: LifecycleClient, row: ResourceRow) -> CommandResult:
+        if wait:
+            seen = await lc.transitions(lc.handle(row.resource_type, row.resource_id))
+            before["at"] = seen[-1].at if seen else None
+        return await lc.run_command(row.resource_type, row.resource_id, name, actor, reason, **args)
+
+    async def follow_it(lc: LifecycleClient, row: ResourceRow) -> int:
+        handle = lc.handle(row.resource_type, row.resource_id)
+        status = await follow(lc, handle, timeout, after=before["at"])
+        return await report_settled(lc, handle, status, timeout)
+
+    _act(resource_id, run, name, then=follow_it if wait else None)
 
 
 @app.command()

@@ -16,18 +16,15 @@ import typer
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
-from control.cli import (
+from control.cli import _policy, _run, nonempty_id, register_app
+from control.cli_output import (
     EXIT_ACTIVE,
     EXIT_FAILED,
     EXIT_OTHER,
     EXIT_TIMEOUT,
     FAILED_STATES,
     STATE_WIDTH,
-    _policy,
-    _run,
     follow,
-    nonempty_id,
-    register_app,
     waiting_on,
 )
 from control.client import LifecycleClient

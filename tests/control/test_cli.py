@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from control.cli import _print_transition
+from control.cli_output import _print_transition
 from control.client import LifecycleClient
 from state.machines import ResourceState, ResourceType, machine_for
 from state.models import RegisterResourceRequest, ResourceRef, TransitionView
@@ -132,6 +132,12 @@ async def test_register_wait_reaches_active_and_status_history_read_the_database
 
     code, out, _ = await rsm("status", "--state", "active")
     assert code == 0 and rid in out
+    code, out, err = await rsm("command", rid, "deactivate", "--wait", "--timeout", "60")
+    assert code == 0, out + err
+    assert [line.split()[1:4] for line in out.splitlines() if "→" in line] == [
+        ["active", "→", "inactive"]
+    ]
+    assert f"resource/mcp_server/{rid} is inactive" in out
     await archive(client, task_queue, rid)
 
 
@@ -155,6 +161,17 @@ async def test_register_wait_exits_non_zero_with_the_reason_when_the_build_fails
     )
     assert f"  next:     rsm command {rid} retry | redeploy | archive" in out
     assert "None" not in out
+
+    # A retry that fails again says so when followed (without --wait it only says it started).
+    code, out, err = await rsm("command", rid, "retry", "--wait", "--timeout", "120")
+    assert code == 1, out + err
+    arrows = [line.split()[1:4] for line in out.splitlines() if "→" in line]
+    assert arrows == [
+        ["failed", "→", "registered"],
+        ["registered", "→", "building"],
+        ["building", "→", "failed"],
+    ], out
+    assert f"resource/mcp_server/{rid} failed: The command" in err
     await archive(client, task_queue, rid)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from control.cli import _progress_line, progress_bar
+from control.cli_output import _progress_line, progress_bar
 
 
 def test_a_build_step_becomes_a_bar_with_its_instruction() -> None:
