@@ -42,6 +42,7 @@ from workflows.gates import Gates
 from workflows.lifecycle import Lifecycle
 from workflows.operations import (
     BUILD_RETRY,
+    PATCH_ACTIVATE_RECORDS_OPERATOR,
     STEP_RETRY,
     OperatedWorkflow,
     StepFailed,
@@ -216,6 +217,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
         deploying_reason: str | None = None,
         available_reason: str | None = None,
         keep_running: bool = False,
+        actor: str | None = None,
     ) -> None:
         """deploying -> deployed -> health_checking -> available. Without a deploying_reason the
         resource is in `deploying` already (a rollback entered it with its own reason)."""
@@ -223,7 +225,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
         if deploying_reason is None:
             where = "Kubernetes" if spec.runtime == "kubernetes" else "the local Docker runtime"
             deploying_reason = f"deploying {image} on {where}"
-            await self._life.move(S.DEPLOYING, deploying_reason)
+            await self._life.move(S.DEPLOYING, deploying_reason, actor=actor)
         request = DeployRequest(
             resource_id=self._input.ref.resource_id,
             name=self._input.name,
@@ -365,7 +367,11 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
             assert self._deployment is not None
             self._busy = True
             try:
-                await self._deploy_and_check(self._deployment.image, self._deployment.version)
+                await self._deploy_and_check(
+                    self._deployment.image,
+                    self._deployment.version,
+                    actor=actor if workflow.patched(PATCH_ACTIVATE_RECORDS_OPERATOR) else None,
+                )
             except StepFailed as failed:
                 await self._fail(failed.reason, failed.details)
             except Superseded:

@@ -57,6 +57,8 @@ PATCH_ARCHIVE_CHECKS_DEPENDENTS = "archive-refused-while-dependents-active"
 # A command whose step fails (stopping the runtime for deactivate or archive) is answered as failed
 # and the lifecycle stays where it was, instead of the whole workflow failing with no state recorded.
 PATCH_COMMAND_STEP_FAILURE_ANSWERED = "command-step-failure-answered"
+# `activate` records the operator who asked on the row it starts (inactive -> deploying), not `rsm`.
+PATCH_ACTIVATE_RECORDS_OPERATOR = "activate-records-its-operator"
 MAX_REFUSALS = 10
 # States an operator may record by hand: resting states that need no step of the lifecycle.
 MANUAL_TARGETS = frozenset({S.ACTIVE, S.INACTIVE, S.FAILED})

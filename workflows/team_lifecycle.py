@@ -70,7 +70,12 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.gates import Gates
 from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
-from workflows.operations import BUILD_RETRY, STEP_RETRY, OperatedWorkflow
+from workflows.operations import (
+    BUILD_RETRY,
+    PATCH_ACTIVATE_RECORDS_OPERATOR,
+    STEP_RETRY,
+    OperatedWorkflow,
+)
 
 S = ResourceState
 HEALTH_HEARTBEAT = timedelta(seconds=20)
@@ -291,14 +296,21 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
         return build.image
 
     async def _deploy_and_check(
-        self, image: str, version: str, note: str = "", keep_running: bool = False
+        self,
+        image: str,
+        version: str,
+        note: str = "",
+        keep_running: bool = False,
+        actor: str | None = None,
     ) -> None:
         """deploying -> (instances started, every one healthy) -> deployed; the main loop then
         takes the team through its gate."""
         replicas = self._manifest.replicas
         where = "Kubernetes" if self._on_kubernetes else "the local Docker runtime"
         await self._life.move(
-            S.DEPLOYING, f"{note}deploying {replicas} instance(s) of {image} on {where}"
+            S.DEPLOYING,
+            f"{note}deploying {replicas} instance(s) of {image} on {where}",
+            actor=actor,
         )
         if self._on_kubernetes:
             deployment, health = await self._deploy_on_kubernetes(image, version, replicas)
@@ -547,7 +559,11 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
         elif command.command == "activate":
             assert self._deployment is not None
             await self._guarded(
-                self._deploy_and_check(self._deployment.image, self._deployment.version),
+                self._deploy_and_check(
+                    self._deployment.image,
+                    self._deployment.version,
+                    actor=actor if workflow.patched(PATCH_ACTIVATE_RECORDS_OPERATOR) else None,
+                ),
                 "activation superseded by a redeploy",
             )
         elif command.command == "scale":

@@ -311,6 +311,11 @@ async def test_deactivate_stops_the_container_and_activate_brings_it_back(
 
     await assert_eventually(active_again, timeout=60)
     assert len(docker_client.containers.list(filters={"label": f"rsm.resource_id={rid}"})) == 1
+    # Whoever asked is on the row the command started, as deactivate's is.
+    rows = await store.list_transitions(rid)
+    toggled = [(t.from_state, t.to_state, t.actor) for t in rows if t.actor == "ops"]
+    assert toggled == [(S.ACTIVE, S.INACTIVE, "ops"), (S.INACTIVE, S.DEPLOYING, "ops")]
     await lifecycle.command(handle, "archive", actor="ops")
     await handle.result()
     assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
+    await save_history(handle, "mcp_deactivated_activated_archived")

@@ -18,7 +18,10 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from workers.worker import WORKFLOWS, sandbox_runner
 from workflows.n8n_lifecycle import PATCH_FLUSH_AT_GATE, N8nLifecycleWorkflow
-from workflows.operations import PATCH_COMMAND_STEP_FAILURE_ANSWERED
+from workflows.operations import (
+    PATCH_ACTIVATE_RECORDS_OPERATOR,
+    PATCH_COMMAND_STEP_FAILURE_ANSWERED,
+)
 from workflows.reported_lifecycle import (
     PATCH_DEPENDENCY_LEFT,
     PATCH_REFUSED_REPORT,
@@ -164,6 +167,12 @@ def test_rollbacks_that_keep_running_containers_are_recorded_behind_their_patch(
     assert PATCH_ROLLBACK_KEEPS_RUNNING in _patches(TEAM_ROLLBACK_AFTER)
     assert _scheduled(TEAM_ROLLBACK_AFTER).count("scale_team") == 1
     assert PATCH_ROLLBACK_KEEPS_RUNNING in _patches(MCP_ROLLBACK_AFTER)
+
+
+def test_activate_records_its_operator_behind_its_patch() -> None:
+    path = FOLDER / "mcp_deactivated_activated_archived.json"
+    assert PATCH_ACTIVATE_RECORDS_OPERATOR in _patches(path)
+    assert PATCH_ACTIVATE_RECORDS_OPERATOR not in _patches(FOLDER / "mcp_active_then_archived.json")
 
 
 def test_a_failed_command_step_is_answered_behind_its_patch() -> None:
