@@ -57,6 +57,7 @@ async def follow(
     deadline = loop.time() + timeout
     printed: set[tuple[datetime, str]] = set()
     last_progress: str | None = None
+    shown_blocked: list[str] = []
     warned = False
     while loop.time() < deadline:
         try:
@@ -73,6 +74,11 @@ async def follow(
             if key not in printed and (after is None or t.at > after):
                 printed.add(key)
                 _print_transition(t)
+        # What the lifecycle waits on, each time it changes (approval, requirements, dependencies).
+        if status.blocked_on != shown_blocked:
+            blocked = ", ".join(status.blocked_on) or "nothing"
+            typer.echo(f"  {'':>8}  {'':>{STATE_WIDTH}}   … blocked on: {blocked}")
+            shown_blocked = status.blocked_on
         moved = after is None or (bool(transitions) and transitions[-1].at > after)
         if moved and (
             status.state is ResourceState.ACTIVE

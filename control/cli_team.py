@@ -7,14 +7,9 @@ what it waits for at each moment.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from pathlib import Path
-from typing import Any
 
 import typer
-from temporalio.client import WorkflowHandle
-from temporalio.service import RPCError
 
 from control.cli import _policy, _run, nonempty_id, register_app
 from control.cli_output import (
@@ -23,7 +18,6 @@ from control.cli_output import (
     EXIT_OTHER,
     EXIT_TIMEOUT,
     FAILED_STATES,
-    STATE_WIDTH,
     follow,
     waiting_on,
 )
@@ -32,19 +26,6 @@ from control.team_client import register_team, team_status
 from state.machines import ResourceState
 from state.settings import RsmSettings
 from state.team_models import ManifestError, load_manifest
-
-
-async def _watch_blocked(lc: LifecycleClient, handle: WorkflowHandle[Any, Any]) -> None:
-    shown: list[str] | None = None
-    while True:
-        with contextlib.suppress(RPCError):
-            blocked = (await lc.status(handle)).blocked_on
-            if blocked != shown and (blocked or shown):
-                typer.echo(
-                    f"  {'':>8}  {'':>{STATE_WIDTH}}   … blocked on: {', '.join(blocked) or 'nothing'}"
-                )
-            shown = blocked
-        await asyncio.sleep(0.3)
 
 
 @register_app.command("team")
@@ -89,13 +70,7 @@ def register_team_command(
         typer.echo(f"  Temporal UI: {lc.ui_link(handle.id)}")
         if not wait:
             return EXIT_ACTIVE
-        watcher = asyncio.create_task(_watch_blocked(lc, handle))
-        try:
-            status = await follow(lc, handle, timeout)
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        status = await follow(lc, handle, timeout)
         if status is None:
             waiting = await waiting_on(lc, handle)
             typer.secho(

@@ -11,7 +11,7 @@ from tests.helpers import unique_id
 
 async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli) -> None:  # noqa: F811
     rid = unique_id("t-ops")
-    code, _, err = await rsm(
+    code, out, err = await rsm(
         "register",
         "mcp",
         str(EXAMPLES / "mcp/toolbox"),
@@ -23,8 +23,15 @@ async def test_a_gated_resource_is_approved_from_the_cli_and_waited_for(rsm: Cli
         "dana",
         "--requirement",
         "credential:slack-token",
+        "--wait",
+        "--timeout",
+        "20",
     )
-    assert code == 0, err
+    # Followed, it shows what it waits on at the gate, then times out saying so.
+    assert code == 2, out + err
+    blocked = [line.split("… ")[1] for line in out.splitlines() if "… blocked on:" in line]
+    assert blocked[-1] == "blocked on: credential:slack-token, approval", out
+    assert "timed out after 20s; still running, waiting on credential:slack-token, approval" in err
     code, out, err = await rsm("wait", rid, "--state", "available", "--timeout", "120")
     assert code == 0, err
 
