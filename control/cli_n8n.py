@@ -67,6 +67,9 @@ async def start_n8n_lifecycle(
         n8n_version=n8n_version,
         deploy_inactive=deploy_inactive,
     )
+    await lc.refuse_conflicting_registration(
+        ref, spec.version, f"rsm command {resource_id} redeploy --path {source}"
+    )
     lifecycle_input = N8nLifecycleInput(
         ref=ref,
         name=name,
@@ -136,10 +139,12 @@ def register_workflow(
         DEFAULT_N8N_VERSION, "--n8n-version", help="n8n release whose node catalog validates it."
     ),
     wait: bool = typer.Option(False, "--wait", help="Follow the lifecycle until it settles."),
-    timeout: float = typer.Option(300, "--timeout", help="Seconds to wait with --wait."),
+    timeout: float = typer.Option(300, "--timeout", min=1, help="Seconds to wait with --wait."),
 ) -> None:
     """Register an n8n workflow export: validate it, deploy it to n8n and activate it."""
     settings = RsmSettings()
+    # Absolute, as an MCP server's directory is: the row is read far from this shell.
+    source = str(path.expanduser().resolve())
 
     async def main() -> int:
         text, version, name = read_export(path)
@@ -147,7 +152,7 @@ def register_workflow(
         handle = await start_n8n_lifecycle(
             lc,
             text,
-            source=str(path),
+            source=source,
             name=name,
             resource_id=resource_id or resource_id_from(path.stem),
             version=version,

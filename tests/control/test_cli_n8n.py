@@ -107,11 +107,14 @@ async def test_register_broken_workflow_wait_lists_every_problem(
     rsm: dict[str, str], client: Client, task_queue: str
 ) -> None:
     rid = unique_id("t-cli-n8n-broken")
+    # Relative to where rsm runs (the repository); the history names the file absolutely.
+    relative = (N8N_EXAMPLES / "broken.json").relative_to(REPO)
     code, out, err = await run_rsm(
-        rsm, "register", "workflow", str(N8N_EXAMPLES / "broken.json"), "--id", rid, "--wait"
+        rsm, "register", "workflow", str(relative), "--id", rid, "--wait"
     )
     assert code == 1, out + err
     assert "→ failed_validation" in out
+    assert f"validating {N8N_EXAMPLES / 'broken.json'} against n8n" in out
     assert f"resource/n8n_workflow/{rid} failed_validation: 8 problem(s)" in err
     problem_lines = [line for line in err.splitlines() if line.startswith("  - ")]
     assert len(problem_lines) == 8, err
@@ -126,6 +129,13 @@ async def test_register_broken_workflow_wait_lists_every_problem(
         "no_trigger:",
     ):
         assert any(rule in line for line in problem_lines), (rule, err)
+
+    # Another export under the same id is not silently ignored: redeploy is the way.
+    hello = N8N_EXAMPLES / "hello-webhook.json"
+    code, out, err = await run_rsm(rsm, "register", "workflow", str(hello), "--id", rid)
+    assert code == 1, out + err
+    assert f"resource/n8n_workflow/{rid} is already registered and runs version" in err
+    assert f"To deploy it: rsm command {rid} redeploy --path {hello}" in err
 
 
 async def test_register_a_file_that_is_not_json_is_recorded_not_a_traceback(
