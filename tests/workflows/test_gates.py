@@ -96,6 +96,9 @@ async def test_an_approval_gate_refuses_the_wrong_people_and_opens_for_an_approv
         CommandRefused, match=r"bob may not approve this resource \(approvers: dana, erin\)"
     ):
         await lifecycle.approve("mcp_server", rid, "bob", "lgtm")
+    # Nor can the gate be stepped over by recording active by hand.
+    with pytest.raises(CommandRefused, match="waiting on approval: a manual transition does not"):
+        await lifecycle.transition("mcp_server", rid, "active", actor="bob", reason="ship it")
     result = await lifecycle.approve("mcp_server", rid, "dana", "reviewed the tools")
     assert result.accepted and result.message == "approved by dana"
     with pytest.raises(CommandRefused, match="nothing awaits approval: already approved by dana"):
@@ -244,11 +247,15 @@ async def test_manual_transitions_are_checked_against_the_machine(
     # active -> building is an arrow (a redeploy takes it), but by hand nothing would build.
     with pytest.raises(CommandRefused, match="building is a step the lifecycle runs itself"):
         await lifecycle.transition("mcp_server", rid, "building", actor="ops", reason="poke")
+    # inactive is an arrow too, but by hand the container would keep serving: deactivate stops it.
+    with pytest.raises(CommandRefused, match="the deactivate command stops it"):
+        await lifecycle.transition("mcp_server", rid, "inactive", actor="ops", reason="pause")
+    # A resting state that needs no step is the operator's to record.
     result = await lifecycle.transition(
-        "mcp_server", rid, "inactive", actor="ops", reason="paused by hand"
+        "mcp_server", rid, "failed", actor="ops", reason="answers wrong results"
     )
     assert result.accepted
-    assert (await walk(store, rid))[-1] == (S.ACTIVE, S.INACTIVE)
+    assert (await walk(store, rid))[-1] == (S.ACTIVE, S.FAILED)
     assert (await store.list_transitions(rid))[-1].metadata == {"manual": True}
     await archive(lifecycle, handle)
 

@@ -303,6 +303,9 @@ async def test_deactivate_stops_the_container_and_activate_brings_it_back(
         docker_client.containers.list(all=True, filters={"label": f"rsm.resource_id={rid}"}) == []
     )
 
+    # Recording active by hand would leave nothing running: activate is the way back.
+    with pytest.raises(CommandRefused, match="the activate command starts it again"):
+        await lifecycle.transition("mcp_server", rid, "active", actor="ops", reason="on")
     await lifecycle.command(handle, "activate", actor="ops")
 
     async def active_again() -> None:

@@ -407,10 +407,17 @@ async def test_commands_and_transitions_refuse_illegal_requests_at_once(
     assert (result.accepted, result.state) == (True, S.INACTIVE)
     n8n_id = row(await history(store, rid), S.DEPLOYED).metadata["n8n_workflow_id"]
     assert (await n8n_api.get_workflow(n8n_id) or {}).get("active") is False
-    result = await lc.transition(N8N, rid, S.ACTIVE, actor="dora", reason="manual")
-    assert (result.accepted, result.state) == (True, S.ACTIVE)
-    manual = (await history(store, rid))[-1]
-    assert (manual.actor, manual.reason, manual.metadata) == ("dora", "manual", {"manual": True})
+    # By hand, active would be a record of something n8n does not do: activate does it.
+    with pytest.raises(CommandRefused, match="the activate command activates it there"):
+        await lc.transition(N8N, rid, S.ACTIVE, actor="dora", reason="manual")
+    result = await lc.run_command(N8N, rid, "activate", actor="dora")
+    assert result.accepted
+
+    async def active_in_n8n() -> None:
+        assert (await history(store, rid))[-1].to_state is S.ACTIVE
+        assert (await n8n_api.get_workflow(n8n_id) or {}).get("active") is True
+
+    await assert_eventually(active_in_n8n, timeout=60)
     result = await lc.run_command(N8N, rid, "archive", actor="dora")
     assert (result.accepted, result.state) == (True, S.ARCHIVED)
     assert (await asyncio.wait_for(handle.result(), 60)).final_state is S.ARCHIVED
