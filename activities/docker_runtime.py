@@ -100,14 +100,7 @@ class LocalDockerRuntime:
             for other in others:
                 other.remove(force=True)
             activity.logger.info("kept %s running (version %s)", container.short_id, req.version)
-            return DeploymentInfo(
-                runtime=RUNTIME_NAME,
-                runtime_ref=container.id or "",
-                endpoint=f"http://{self._host}:{port}{req.mcp_path}",
-                image=req.image,
-                version=req.version,
-                kept=True,
-            )
+            return self._info(req, container, port, kept=True)
         replaced = self._remove_all(req.resource_id)
         port = free_port(self._host)
         try:
@@ -141,12 +134,18 @@ class LocalDockerRuntime:
                     container=container.short_id,
                 )
         activity.logger.info("deployed %s (replaced %s)", container.short_id, replaced or "nothing")
+        return self._info(req, container, port)
+
+    def _info(
+        self, req: DeployRequest, container: Container, port: int, kept: bool = False
+    ) -> DeploymentInfo:
         return DeploymentInfo(
             runtime=RUNTIME_NAME,
             runtime_ref=container.id or "",
             endpoint=f"http://{self._host}:{port}{req.mcp_path}",
             image=req.image,
             version=req.version,
+            kept=kept,
         )
 
     @activity.defn(name="deploy")

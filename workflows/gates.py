@@ -135,3 +135,31 @@ class Gates:
                 if state is not ResourceState.ACTIVE
             ]
         return items
+
+
+def manual_record_refusal(
+    current: ResourceState,
+    to_state: ResourceState,
+    blocked: list[str],
+    runtime: tuple[str, str, str, str],
+) -> str | None:
+    """Why a manual transition would record what is not so: `active` past a closed gate, or
+    active/inactive the runtime does not have. `runtime` words it per kind: (what stays on, what
+    deactivate does, what stays off, what activate does)."""
+    stays_on, deactivate_does, stays_off, activate_does = runtime
+    if to_state is ResourceState.INACTIVE and current is ResourceState.ACTIVE:
+        return (
+            f"recording inactive by hand would leave {stays_on}: the deactivate command"
+            f" {deactivate_does} and records inactive"
+        )
+    if to_state is ResourceState.ACTIVE and blocked:
+        return (
+            f"waiting on {', '.join(blocked)}: a manual transition does not pass the gate;"
+            " approve or satisfy what it waits on"
+        )
+    if to_state is ResourceState.ACTIVE and current is ResourceState.INACTIVE:
+        return (
+            f"recording active by hand would leave {stays_off}: the activate command"
+            f" {activate_does} and records active"
+        )
+    return None

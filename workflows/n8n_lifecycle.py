@@ -70,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateN8nRequest,
     )
 
-from workflows.gates import APPROVAL, Gates
+from workflows.gates import APPROVAL, Gates, manual_record_refusal
 from workflows.lifecycle import STORE_RETRY, STORE_TIMEOUT, SYSTEM_ACTOR, Lifecycle
 from workflows.n8n_redeploy import PATCH_REDEPLOY, N8nRedeploys
 
@@ -332,21 +332,19 @@ class N8nLifecycleWorkflow(N8nRedeploys):
         if (why := self._transition_refusal(request)) is not None:
             raise ValueError(why)
         # Checked here only (validators do not run on replay, so older histories stay valid).
-        if request.to_state is S.INACTIVE and self._life.state is S.ACTIVE:
-            raise ValueError(
-                "recording inactive by hand would leave the workflow active in n8n: the"
-                " deactivate command deactivates it there and records inactive"
-            )
-        if request.to_state is S.ACTIVE and (blocked := self._gates.blocked_on()):
-            raise ValueError(
-                f"waiting on {', '.join(blocked)}: a manual transition does not pass the gate;"
-                " approve or satisfy what it waits on"
-            )
-        if request.to_state is S.ACTIVE and self._life.state is S.INACTIVE:
-            raise ValueError(
-                "recording active by hand would leave the workflow inactive in n8n: the"
-                " activate command activates it there and records active"
-            )
+        why = manual_record_refusal(
+            self._life.state,
+            request.to_state,
+            self._gates.blocked_on(),
+            (
+                "the workflow active in n8n",
+                "deactivates it there",
+                "the workflow inactive in n8n",
+                "activates it there",
+            ),
+        )
+        if why is not None:
+            raise ValueError(why)
 
     def _transition_refusal(self, request: ManualTransition) -> str | None:
         if self._gated is False:

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from state.models import CommandRequest, LifecyclePolicy, ResourceRow, TransitionView
     from state.runtime_models import KubernetesFailure
 
-from workflows.gates import APPROVAL, Gates
+from workflows.gates import APPROVAL, Gates, manual_record_refusal
 from workflows.lifecycle import SYSTEM_ACTOR, Lifecycle
 
 S = ResourceState
@@ -296,21 +296,14 @@ class OperatedWorkflow(Generic[DeploymentT]):
         if (why := self._manual_refusal(request.to_state)) is not None:
             raise ValueError(why)
         # Checked here only (validators do not run on replay, so older histories stay valid).
-        if request.to_state is S.INACTIVE and self._life.state is S.ACTIVE:
-            raise ValueError(
-                "recording inactive by hand would leave the runtime serving: the deactivate"
-                " command stops it and records inactive"
-            )
-        if request.to_state is S.ACTIVE and (blocked := self._gates.blocked_on()):
-            raise ValueError(
-                f"waiting on {', '.join(blocked)}: a manual transition does not pass the gate;"
-                " approve or satisfy what it waits on"
-            )
-        if request.to_state is S.ACTIVE and self._life.state is S.INACTIVE:
-            raise ValueError(
-                "recording active by hand would leave nothing running: the activate command"
-                " starts it again and records active"
-            )
+        why = manual_record_refusal(
+            self._life.state,
+            request.to_state,
+            self._gates.blocked_on(),
+            ("the runtime serving", "stops it", "nothing running", "starts it again"),
+        )
+        if why is not None:
+            raise ValueError(why)
 
     def _manual_refusal(self, to_state: ResourceState) -> str | None:
         if not self._life.can_move(to_state):
