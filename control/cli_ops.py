@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 import typer
@@ -197,18 +196,37 @@ def command(
         args["version"] = version
     if replicas is not None:
         args["replicas"] = replicas
-    # The newest transition before the command: --wait follows only what the command causes.
-    before: dict[str, datetime | None] = {"at": None}
+    # The newest transition before the command (--wait follows only what the command causes) and
+    # the versions refused before it (a redeploy that rolled back adds one).
+    before: dict[str, Any] = {"at": None, "bad": set()}
 
     async def run(lc: LifecycleClient, row: ResourceRow) -> CommandResult:
         if wait:
-            seen = await lc.transitions(lc.handle(row.resource_type, row.resource_id))
+            handle = lc.handle(row.resource_type, row.resource_id)
+            seen = await lc.transitions(handle)
             before["at"] = seen[-1].at if seen else None
+            before["bad"] = set((await lc.status(handle)).bad_versions)
         return await lc.run_command(row.resource_type, row.resource_id, name, actor, reason, **args)
 
     async def follow_it(lc: LifecycleClient, row: ResourceRow) -> int:
         handle = lc.handle(row.resource_type, row.resource_id)
         status = await follow(lc, handle, timeout, after=before["at"])
+        rolled_back = set(status.bad_versions) - before["bad"] if status else set()
+        if status is not None and rolled_back:
+            failed = [
+                t
+                for t in await lc.transitions(handle)
+                if t.to_state is ResourceState.FAILED
+                and (before["at"] is None or t.at > before["at"])
+            ]
+            why = failed[0].reason if failed else "it failed"
+            typer.secho(
+                f"{handle.id}: version {', '.join(sorted(rolled_back))} failed ({why}); back on"
+                f" version {status.last_good_version} ({status.state.value})",
+                fg="red",
+                err=True,
+            )
+            return EXIT_FAILED
         return await report_settled(lc, handle, status, timeout)
 
     _act(resource_id, run, name, then=follow_it if wait else None)

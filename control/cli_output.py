@@ -75,14 +75,20 @@ async def follow(
                 printed.add(key)
                 _print_transition(t)
         # What the lifecycle waits on, each time it changes (approval, requirements, dependencies).
-        if status.blocked_on != shown_blocked:
+        if status.blocked_on != shown_blocked and printed:
             blocked = ", ".join(status.blocked_on) or "nothing"
             typer.echo(f"  {'':>8}  {'':>{STATE_WIDTH}}   … blocked on: {blocked}")
             shown_blocked = status.blocked_on
         moved = after is None or (bool(transitions) and transitions[-1].at > after)
-        if moved and (
-            status.state is ResourceState.ACTIVE
-            or status.state in FAILED_STATES | {ResourceState.ARCHIVED, ResourceState.INACTIVE}
+        # Settled only when the lifecycle rests too: a failed redeploy is followed by its rollback,
+        # an accepted command by its steps.
+        if (
+            moved
+            and status.resting
+            and (
+                status.state is ResourceState.ACTIVE
+                or status.state in FAILED_STATES | {ResourceState.ARCHIVED, ResourceState.INACTIVE}
+            )
         ):
             return status
         progress = await lc.progress(handle)

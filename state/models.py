@@ -274,6 +274,9 @@ class LifecycleStatus(BaseModel):
     schema_error: str | None = None
     # Messages refused because they arrived as signals (which cannot answer), newest last.
     refusals: list[str] = Field(default_factory=list)
+    # False while a step, a queued command or a redeploy is under way: a state that looks settled
+    # is not final yet (a rollback follows a failed redeploy; a scale follows its command).
+    resting: bool = True
 
 
 class LifecycleResult(BaseModel):

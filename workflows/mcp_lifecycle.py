@@ -94,6 +94,7 @@ class McpLifecycleWorkflow(OperatedWorkflow[DeploymentInfo]):
             bad_versions=sorted(self._bad_versions),
             approved_by=self._gates.approval.approver if self._gates.approval else None,
             refusals=list(self._refusals),
+            resting=not self._busy and not self._commands,
         )
 
     def _refusal_for(self, command: OperatorCommand) -> str | None:

@@ -192,6 +192,7 @@ class N8nLifecycleWorkflow(N8nRedeploys):
             bad_versions=sorted(self._bad_versions),
             approved_by=self._gates.approval.approver if self._gates.approval else None,
             refusals=list(self._refusals),
+            resting=not self._busy and not self._commands and self._redeploying is None,
         )
 
     @workflow.query

@@ -134,6 +134,7 @@ class TeamLifecycleWorkflow(OperatedWorkflow[TeamDeployment]):
             bad_versions=sorted(self._bad_versions),
             approved_by=self._gates.approval.approver if self._gates.approval else None,
             refusals=list(self._refusals),
+            resting=not self._busy and not self._commands,
             replicas=self._manifest.replicas,
             team=self._deployment,
             health=self._health,

@@ -77,7 +77,7 @@ async def archive(client: Client, task_queue: str, rid: str) -> None:
 
 
 async def test_register_wait_reaches_active_and_status_history_read_the_database(
-    rsm: Cli, client: Client, task_queue: str
+    rsm: Cli, client: Client, task_queue: str, tmp_path: Path
 ) -> None:
     rid = unique_id("t-cli")
     code, out, err = await rsm(
@@ -138,6 +138,30 @@ async def test_register_wait_reaches_active_and_status_history_read_the_database
         ["active", "→", "inactive"]
     ]
     assert f"resource/mcp_server/{rid} is inactive" in out
+    # A long command: answered as it starts, followed through every step to active.
+    code, out, err = await rsm("command", rid, "activate", "--wait", "--timeout", "60")
+    assert code == 0, out + err
+    arrows = [line.split()[1:4] for line in out.splitlines() if "→" in line]
+    assert arrows[0] == ["inactive", "→", "deploying"] and arrows[-1] == [
+        "available",
+        "→",
+        "active",
+    ]
+    assert f"resource/mcp_server/{rid} is active" in out
+
+    # A redeploy whose build fails rolls back by itself: followed, that is a failure (exit 1).
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "Dockerfile").write_text(f"FROM {BUSYBOX_IMAGE}\nRUN echo no compiler >&2; exit 3\n")
+    code, out, err = await rsm(
+        "command", rid, "redeploy", "--path", str(broken), "--wait", "--timeout", "120"
+    )
+    assert code == 1, out + err
+    arrows = [line.split()[1:4] for line in out.splitlines() if "→" in line]
+    assert arrows[:2] == [["active", "→", "building"], ["building", "→", "failed"]], out
+    assert arrows[-1] == ["available", "→", "active"], out
+    assert "failed (The command '/bin/sh -c echo no compiler >&2; exit 3' returned" in err
+    assert "back on version" in err and "(active)" in err
     await archive(client, task_queue, rid)
 
 
