@@ -6,6 +6,8 @@ that finds it running returns the running one (USE_EXISTING).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +16,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -85,7 +88,14 @@ class LifecycleClient:
         self, ref: ResourceRef, version: str, redeploy_hint: str
     ) -> None:
         """Raise RegistrationRefused when the id was archived or its running lifecycle has another
-        version; registering the same version again stays harmless (the running one is returned)."""
+        version; registering the same version again stays harmless (the running one is returned).
+        Bounded: callers (the API) have their own deadline, and no answer only skips the check."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._registration_conflict(ref, version, redeploy_hint), 1.0)
+
+    async def _registration_conflict(
+        self, ref: ResourceRef, version: str, redeploy_hint: str
+    ) -> None:
         handle = self.handle(ref.resource_type, ref.resource_id)
         try:
             described = await handle.describe()
@@ -105,8 +115,8 @@ class LifecycleClient:
         if described.status is not WorkflowExecutionStatus.RUNNING:
             return  # terminated or failed: a new lifecycle adopts what the database recorded
         try:
-            current = await handle.query("get_status", rpc_timeout=timedelta(seconds=10))
-        except RPCError:
+            current = await handle.query("get_status", rpc_timeout=timedelta(seconds=1))
+        except (RPCError, WorkflowQueryFailedError):
             return  # no worker answers now: the start returns the running lifecycle as before
         running = current.get("version") if isinstance(current, dict) else None
         if running is not None and running != version:
