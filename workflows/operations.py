@@ -537,6 +537,22 @@ class OperatedWorkflow(Generic[DeploymentT]):
             if not workflow.patched(PATCH_COMMAND_STEP_FAILURE_ANSWERED):
                 raise
             failed = step_failure(err, err.activity_type or "a step")
+            if (
+                command.command == "archive"
+                and self._deployment is None
+                and failed.details.get("error_type") == "ActivityNotRegistered"
+            ):
+                # Nothing was ever deployed (e.g. Kubernetes asked of a worker without it): there
+                # is nothing to stop, and refusing would leave the resource with no way out.
+                await self._life.move(
+                    S.ARCHIVED,
+                    command.reason or f"archived; nothing was deployed ({failed.reason})",
+                    actor=command.actor,
+                )
+                queued.outcome = CommandResult(
+                    accepted=True, state=self._life.state, message="archive done"
+                )
+                return
             why = f"{command.command} failed: {failed.reason}"
             self._refuse(f"{command.command} from {command.actor}: {why}")
             if not long_running:

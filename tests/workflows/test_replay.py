@@ -176,8 +176,8 @@ def test_activate_records_its_operator_behind_its_patch() -> None:
 
 
 def test_a_failed_command_step_is_answered_behind_its_patch() -> None:
-    # The archive's kubernetes_delete had no worker: answered as failed, the workflow went on.
-    path = FOLDER / "mcp_kubernetes_without_worker_archive_refused.json"
+    # The archive's kubernetes_delete had no worker; nothing was deployed, so it archived anyway.
+    path = FOLDER / "mcp_kubernetes_without_worker_archived.json"
     assert PATCH_COMMAND_STEP_FAILURE_ANSWERED in _patches(path)
     assert _scheduled(path).count("kubernetes_delete") == 1
     assert PATCH_COMMAND_STEP_FAILURE_ANSWERED not in set().union(
