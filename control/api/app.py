@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control.api import routes_actions, routes_bulk, routes_resources, routes_webhooks
 from control.api.auth import AccessPolicy, load_access
@@ -37,6 +38,7 @@ def create_app(
         access = load_access(api.auth_file, api.tokens, api.anonymous_read)
     pool = pool_of(store)
     app = _application()
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
     app.state.ctx = ApiContext(
         settings=settings,
         api=api,
@@ -48,6 +50,31 @@ def create_app(
         idempotency=IdempotencyStore(pool),
     )
     return app
+
+
+class BodyLimit:
+    """Refuses a request whose Content-Length is past the limit, before reading it (413). A body
+    without a length (chunked) is left to the server's own limits."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_bytes:
+                response = JSONResponse(
+                    {
+                        "error": "too_large",
+                        "detail": f"a request body of {int(length)} bytes is over the limit of"
+                        f" {self.max_bytes} (RSM_API_MAX_BODY_BYTES)",
+                    },
+                    status_code=413,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def openapi_schema() -> dict[str, Any]:

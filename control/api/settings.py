@@ -28,5 +28,8 @@ class ApiSettings(BaseSettings):
     webhook_allowed_hosts: list[str] = Field(default_factory=list)
     # How long a command may wait for its workflow to answer before the API says so (503).
     command_timeout_seconds: float = 20.0
+    # Bodies past this are refused (413) before they are read: Temporal refuses a workflow input
+    # past about 2 MB anyway, and an unauthenticated caller must not make the server buffer more.
+    max_body_bytes: int = 2 * 1024 * 1024
     bulk_concurrency: int = 8
     page_refresh_seconds: float = 3.0

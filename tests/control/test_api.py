@@ -209,6 +209,22 @@ async def test_detail_and_history_come_from_the_database(
 # -- who may write ---------------------------------------------------------------------------
 
 
+async def test_a_body_past_the_limit_is_refused_before_it_is_read(
+    api: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    big = b"x" * (2 * 1024 * 1024 + 1)
+    for headers in ({}, bearer(tokens.admin)):
+        r = await api.post(
+            "/api/resources", content=big, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert r.status_code == 413, r.text
+        assert r.json() == {
+            "error": "too_large",
+            "detail": f"a request body of {len(big)} bytes is over the limit of 2097152"
+            " (RSM_API_MAX_BODY_BYTES)",
+        }
+
+
 async def test_anonymous_and_unknown_tokens_are_refused_with_401(api: httpx.AsyncClient) -> None:
     body = {"to_state": "archived", "reason": "x"}
     r = await api.post("/api/resources/anything/transition", json=body)
