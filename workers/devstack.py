@@ -29,6 +29,15 @@ from workers.services.process import ServiceError, port_open, read_pid, spawn, s
 from workers.services.temporal import TemporalDevServer
 
 
+def use_n8n(asked: bool | None, configured: bool, running: bool) -> bool:
+    """Whether `dev up` brings n8n up and gives the worker its address. Without --n8n, an n8n this
+    stack already runs is kept in use: restarting the worker without it would fail every n8n
+    resource (and their rollbacks) while n8n still answers."""
+    if asked is not None:
+        return asked
+    return configured or running
+
+
 @dataclass
 class DevStack:
     settings: RsmSettings
@@ -83,7 +92,7 @@ class DevStack:
             api.close()
         say(f"images      {', '.join(images.values())}")
         n8n_env: dict[str, str] = {}
-        if s.n8n if with_n8n is None else with_n8n:
+        if use_n8n(with_n8n, s.n8n, self.n8n.running()):
             access = self.n8n.start()
             say(f"n8n         {access.base_url}  (owner and API key in {self.n8n.access_file})")
             n8n_env = {"RSM_N8N_URL": access.base_url, "RSM_N8N_API_KEY": access.api_key}
