@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import psycopg
 
+from activities.docker_runtime import RESOURCE_LABEL
 from state.postgres import apply_migrations
 from state.settings import RsmSettings
 from workers.images import PYTHON_MCP_IMAGE, ensure_base_images
@@ -36,6 +38,41 @@ def use_n8n(asked: bool | None, configured: bool, running: bool) -> bool:
     if asked is not None:
         return asked
     return configured or running
+
+
+# States in which a resource's containers should be running (deployed, at its gate, or active).
+RUNNING_STATES = (
+    "deployed",
+    "health_checking",
+    "available",
+    "awaiting_dependencies",
+    "scaling",
+    "active",
+)
+
+
+def resume_containers(client: docker.DockerClient, running_ids: set[str]) -> list[str]:
+    """Start again the stopped containers of resources the database says are running: an engine
+    that `dev down` stopped took them down with it, and nothing else brings them back (the
+    lifecycles rest, and their records would say `active` over a dead endpoint)."""
+    resumed = []
+    stopped = client.containers.list(
+        all=True, filters={"label": RESOURCE_LABEL, "status": "exited"}
+    )
+    for container in stopped:
+        if container.labels.get(RESOURCE_LABEL) in running_ids:
+            container.start()
+            resumed.append(container.name)
+    return sorted(resumed)
+
+
+def _running_resource_ids(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "select resource_id from public.resource_states where current_state = any(%s)",
+            (list(RUNNING_STATES),),
+        ).fetchall()
+    return {row[0] for row in rows}
 
 
 @dataclass
@@ -91,6 +128,13 @@ class DevStack:
         finally:
             api.close()
         say(f"images      {', '.join(images.values())}")
+        client = docker.from_env()
+        try:
+            resumed = resume_containers(client, _running_resource_ids(dsn))
+        finally:
+            client.close()
+        if resumed:
+            say(f"containers  started again: {', '.join(resumed)}")
         n8n_env: dict[str, str] = {}
         if use_n8n(with_n8n, s.n8n, self.n8n.running()):
             access = self.n8n.start()
