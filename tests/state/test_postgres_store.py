@@ -251,3 +251,26 @@ async def test_views_show_counts_registry_and_what_awaits_action(
             (n8n.resource_id,),
         )
         assert await cur.fetchone() == ("registered", "registered")
+
+
+async def test_the_version_follows_what_each_deploy_deployed(store: PostgresStore) -> None:
+    ref = await _register(store)  # registered as v1
+    for to in (S.REGISTERED, S.BUILDING, S.BUILT, S.DEPLOYING):
+        await store.record_transition(_move(ref, to))
+    await store.record_transition(_move(ref, S.DEPLOYED, metadata={"version": "v2"}))
+    assert (await store.get_resource(ref.resource_id)).version == "v2"  # type: ignore[union-attr]
+
+    team = await _register(store, ResourceType.TEAM)
+    for to in (S.REGISTERED, S.BUILDING, S.BUILT, S.DEPLOYING):
+        await store.record_transition(_move(team, to))
+    await store.record_transition(
+        _move(team, S.DEPLOYED, metadata={"deployment": {"version": "v3", "replicas": 2}})
+    )
+    assert (await store.get_resource(team.resource_id)).version == "v3"  # type: ignore[union-attr]
+
+    # A row that names no version (an n8n workflow's first deploy) leaves it as registered.
+    n8n = await _register(store, ResourceType.N8N_WORKFLOW)
+    for to in (S.REGISTERED, S.VALIDATING, S.VALIDATED, S.DEPLOYING):
+        await store.record_transition(_move(n8n, to))
+    await store.record_transition(_move(n8n, S.DEPLOYED, metadata={"n8n_workflow_id": "abc"}))
+    assert (await store.get_resource(n8n.resource_id)).version == "v1"  # type: ignore[union-attr]

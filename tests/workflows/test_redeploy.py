@@ -97,6 +97,12 @@ async def test_a_bad_version_rolls_back_to_the_last_good_one_and_is_refused_afte
         f"rolling back to version {good_version} after version {bad_version} failed: MCP handshake"
     )
     assert rows[-2].reason == f"rolled back to version {good_version}"
+    # The database names the version that runs: the bad one while it was deployed, then the good.
+    assert [t.metadata.get("version") for t in rows if t.to_state is S.DEPLOYED][-2:] == [
+        bad_version,
+        good_version,
+    ]
+    assert (await store.get_resource(rid)).version == good_version  # type: ignore[union-attr]
 
     with pytest.raises(
         CommandRefused, match=f"version {bad_version} failed before; give a newer one"
@@ -166,6 +172,7 @@ async def test_a_redeploy_supersedes_a_build_in_flight(
         assert status.state is S.ACTIVE and status.version == directory_version(v3), status
 
     await assert_eventually(on_v3, timeout=90)
+    assert (await store.get_resource(rid)).version == directory_version(v3)  # type: ignore[union-attr]
     rows = await store.list_transitions(rid)
     superseded = [t for t in rows if "superseded" in t.reason]
     assert [(t.from_state, t.to_state) for t in superseded] == [(S.BUILDING, S.FAILED)]
