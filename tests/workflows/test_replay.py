@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,24 @@ def _history(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(workflow_id, path.read_text())
 
 
+async def _replay_taking_patches(
+    workflow_class: type, path: Path, taken: Callable[[str], bool]
+) -> str:
+    """Replay `path` with `workflow.patched` answering `taken(patch_id)`; the failure, or ""."""
+    original = workflow.patched
+    workflow.patched = lambda patch_id: taken(patch_id) or original(patch_id)  # type: ignore[assignment]
+    try:
+        replayer = Replayer(
+            workflows=[workflow_class],
+            data_converter=pydantic_data_converter,
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
+        result = await replayer.replay_workflow(_history(path), raise_on_replay_failure=False)
+    finally:
+        workflow.patched = original  # type: ignore[assignment]
+    return str(result.replay_failure) if result.replay_failure is not None else ""
+
+
 def test_the_team_service_check_is_recorded_behind_its_patch() -> None:
     assert "kubernetes_service_health" not in _scheduled(TEAM_K8S_BEFORE)
     assert PATCH_SERVICE_HEALTH not in _patches(TEAM_K8S_BEFORE)
@@ -108,23 +127,11 @@ def test_the_team_service_check_is_recorded_behind_its_patch() -> None:
         assert PATCH_SERVICE_HEALTH in _patches(path), path.stem
 
 
-async def test_without_its_patch_the_service_check_would_break_the_older_history(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_without_its_patch_the_service_check_would_break_the_older_history() -> None:
     """The guard is what keeps the older history replaying: with every patch taken (as code
     without workflow.patched behaves), the new activity meets that history's next step and the
     replay fails with a non-determinism error."""
-    monkeypatch.setattr(workflow, "patched", lambda patch_id: True)
-    replayer = Replayer(
-        workflows=[TeamLifecycleWorkflow],
-        data_converter=pydantic_data_converter,
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    result = await replayer.replay_workflow(
-        _history(TEAM_K8S_BEFORE), raise_on_replay_failure=False
-    )
-    assert result.replay_failure is not None
-    failure = str(result.replay_failure)
+    failure = await _replay_taking_patches(TeamLifecycleWorkflow, TEAM_K8S_BEFORE, lambda _: True)
     assert "Nondeterminism" in failure and "'kubernetes_service_health'" in failure, failure
 
 
@@ -135,20 +142,11 @@ def test_the_n8n_gate_flush_is_recorded_behind_its_patch() -> None:
         assert "record_requirement" in _scheduled(path), path.stem
 
 
-async def test_without_its_patch_the_gate_flush_would_break_the_older_history(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(workflow, "patched", lambda patch_id: True)
-    replayer = Replayer(
-        workflows=[N8nLifecycleWorkflow],
-        data_converter=pydantic_data_converter,
-        workflow_runner=UnsandboxedWorkflowRunner(),
+async def test_without_its_patch_the_gate_flush_would_break_the_older_history() -> None:
+    failure = await _replay_taking_patches(
+        N8nLifecycleWorkflow, N8N_APPROVED_BEFORE, lambda _: True
     )
-    result = await replayer.replay_workflow(
-        _history(N8N_APPROVED_BEFORE), raise_on_replay_failure=False
-    )
-    assert result.replay_failure is not None
-    assert "Nondeterminism" in str(result.replay_failure), result.replay_failure
+    assert "Nondeterminism" in failure, failure
 
 
 def test_the_reported_lifecycle_changes_are_recorded_behind_their_patches() -> None:
@@ -185,26 +183,13 @@ def test_a_failed_command_step_is_answered_behind_its_patch() -> None:
     )
 
 
-async def test_without_its_patch_the_team_rollback_would_break_the_older_history(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_without_its_patch_the_team_rollback_would_break_the_older_history() -> None:
     # Only this patch taken: the history holds markers of older ones the code must still match.
-    patched = workflow.patched
-    monkeypatch.setattr(
-        workflow,
-        "patched",
-        lambda patch_id: patch_id == PATCH_ROLLBACK_KEEPS_RUNNING or patched(patch_id),
+    failure = await _replay_taking_patches(
+        TeamLifecycleWorkflow,
+        TEAM_ROLLBACK_BEFORE,
+        lambda patch_id: patch_id == PATCH_ROLLBACK_KEEPS_RUNNING,
     )
-    replayer = Replayer(
-        workflows=[TeamLifecycleWorkflow],
-        data_converter=pydantic_data_converter,
-        workflow_runner=UnsandboxedWorkflowRunner(),
-    )
-    result = await replayer.replay_workflow(
-        _history(TEAM_ROLLBACK_BEFORE), raise_on_replay_failure=False
-    )
-    assert result.replay_failure is not None
-    failure = str(result.replay_failure)
     assert "Nondeterminism" in failure and "'scale_team'" in failure, failure
 
 
