@@ -22,12 +22,11 @@ from control.cli_output import (
     EXIT_ACTIVE,
     EXIT_FAILED,
     EXIT_OTHER,
-    EXIT_TIMEOUT,
     FAILED_STATES,
     STATE_WIDTH,
     echo_table,
     follow,
-    waiting_on,
+    report_timeout,
 )
 from control.client import LifecycleClient, RegistrationRefused
 from control.sources import SourceError
@@ -171,11 +170,7 @@ def register_mcp(
             return EXIT_ACTIVE
         status = await follow(lc, handle, timeout)
         if status is None:
-            waiting = await waiting_on(lc, handle)
-            typer.secho(
-                f"timed out after {timeout:.0f}s; still running{waiting}", fg="yellow", err=True
-            )
-            return EXIT_TIMEOUT
+            return await report_timeout(lc, handle, timeout)
         if status.state is ResourceState.ACTIVE:
             endpoint = status.deployment.endpoint if status.deployment else "?"
             typer.secho(f"{handle.id} is active at {endpoint}", fg="green")
@@ -255,8 +250,8 @@ def status(
             wf = row.workflow_id or workflow_id_for(row.resource_type, row.resource_id)
             details["temporal_ui"] = settings.workflow_ui_link(wf)
             # Why it is where it is (for a failed resource: the failure), without `rsm history`.
-            history = await store.list_transitions(resource_id)
-            last = history[-1] if history else None
+            newest = await store.list_transitions(resource_id, limit=1)
+            last = newest[-1] if newest else None
             details["last_transition"] = last.model_dump(mode="json") if last else None
             if as_json:
                 typer.echo(json.dumps(details, indent=2))

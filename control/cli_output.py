@@ -108,6 +108,15 @@ def progress_bar(done: int, total: int, width: int = 20) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {done}/{total}"
 
 
+async def report_timeout(
+    lc: LifecycleClient, handle: WorkflowHandle[Any, Any], timeout: float
+) -> int:
+    """A --wait that ran out: what the lifecycle still waits on, exit 2."""
+    waiting = await waiting_on(lc, handle)
+    typer.secho(f"timed out after {timeout:.0f}s; still running{waiting}", fg="yellow", err=True)
+    return EXIT_TIMEOUT
+
+
 async def report_settled(
     lc: LifecycleClient,
     handle: WorkflowHandle[Any, Any],
@@ -117,11 +126,7 @@ async def report_settled(
     """The last line of a command's --wait and its exit code: 0 for a resting state the command
     may aim at (active, inactive, archived), 1 failed, 2 timed out, 3 anything else."""
     if status is None:
-        waiting = await waiting_on(lc, handle)
-        typer.secho(
-            f"timed out after {timeout:.0f}s; still running{waiting}", fg="yellow", err=True
-        )
-        return EXIT_TIMEOUT
+        return await report_timeout(lc, handle, timeout)
     if status.state is ResourceState.ACTIVE:
         typer.secho(f"{handle.id} is active", fg="green")
         return EXIT_ACTIVE

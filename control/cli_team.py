@@ -16,10 +16,9 @@ from control.cli_output import (
     EXIT_ACTIVE,
     EXIT_FAILED,
     EXIT_OTHER,
-    EXIT_TIMEOUT,
     FAILED_STATES,
     follow,
-    waiting_on,
+    report_timeout,
 )
 from control.client import LifecycleClient
 from control.team_client import register_team, team_status
@@ -72,11 +71,7 @@ def register_team_command(
             return EXIT_ACTIVE
         status = await follow(lc, handle, timeout)
         if status is None:
-            waiting = await waiting_on(lc, handle)
-            typer.secho(
-                f"timed out after {timeout:.0f}s; still running{waiting}", fg="yellow", err=True
-            )
-            return EXIT_TIMEOUT
+            return await report_timeout(lc, handle, timeout)
         if status.state is ResourceState.ACTIVE:
             team = (await team_status(handle)).team
             typer.secho(f"{handle.id} is active", fg="green")

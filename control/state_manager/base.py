@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -40,6 +40,9 @@ log = logging.getLogger("rsm.state_manager")
 Result = tuple[bool, str | None]
 # Who a requirement change is recorded under when the seed's call names no one.
 REQUIREMENT_ACTOR = "state-manager"
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Refused(Exception):
@@ -117,17 +120,15 @@ class ResourceStateManager:
         if existing is not None and existing.current_state is ResourceState.ARCHIVED:
             raise _Refused(f"{ref.resource_type} {ref.resource_id} is archived")
         lifecycle = self.client.lifecycle
-        try:
-            lifecycle_input = ReportedLifecycleInput(
-                ref=ref,
-                name=resource_name,
-                owner_team=owner_team,
-                actor=actor,
-                reason=reason,
-                metadata=_json_metadata(metadata),
-            )
-        except ValidationError as err:
-            raise _Refused(_validation_message(err)) from None
+        lifecycle_input = _valid(
+            ReportedLifecycleInput,
+            ref=ref,
+            name=resource_name,
+            owner_team=owner_team,
+            actor=actor,
+            reason=reason,
+            metadata=_json_metadata(metadata),
+        )
         handle = await lifecycle.client.start_workflow(
             ReportedLifecycleWorkflow.run,
             lifecycle_input,
@@ -169,12 +170,13 @@ class ResourceStateManager:
                 metadata=metadata,
             )
             return
-        try:
-            request = ManualTransition(
-                to_state=target, actor=actor, reason=reason, metadata=_json_metadata(metadata)
-            )
-        except ValidationError as err:
-            raise _Refused(_validation_message(err)) from None
+        request = _valid(
+            ManualTransition,
+            to_state=target,
+            actor=actor,
+            reason=reason,
+            metadata=_json_metadata(metadata),
+        )
         await self._answer(
             self.client.lifecycle.handle(ref.resource_type, ref.resource_id),
             "transition",
@@ -340,17 +342,16 @@ class ResourceStateManager:
     ) -> None:
         details = _json_metadata(details)
         actor = str(details.get("actor") or REQUIREMENT_ACTOR)
-        try:  # validated (names, NUL characters) before anything is written
-            update = RequirementUpdate(
-                name=name,
-                status=status,
-                requirement_type=requirement_type,
-                actor=actor,
-                reason=reason,
-                details={k: v for k, v in details.items() if k not in {"actor", "reason"}},
-            )
-        except ValidationError as err:
-            raise _Refused(_validation_message(err)) from None
+        # Validated (names, NUL characters) before anything is written.
+        update = _valid(
+            RequirementUpdate,
+            name=name,
+            status=status,
+            requirement_type=requirement_type,
+            actor=actor,
+            reason=reason,
+            details={k: v for k, v in details.items() if k not in {"actor", "reason"}},
+        )
         # Written here so the caller reads it at once, and told to the lifecycle, whose gates
         # act on it (it writes the same row again: same content, no second row).
         await self.client.store.upsert_requirement(
@@ -463,6 +464,14 @@ def _json_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if size > MAX_METADATA_BYTES:
         raise _Refused(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES}")
     return converted
+
+
+def _valid(model: type[M], **fields: Any) -> M:
+    """`model(**fields)`, or the refusal naming every field at fault."""
+    try:
+        return model(**fields)
+    except ValidationError as err:
+        raise _Refused(_validation_message(err)) from None
 
 
 def _validation_message(err: ValidationError) -> str:
