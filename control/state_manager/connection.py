@@ -118,15 +118,16 @@ class StateClient:
 
 
 async def _shut_down(store: StateStore | None) -> None:
-    # A call or a connection that timed out may still be running here: cancel it and let it
-    # unwind, rather than stopping the loop under it ("Task was destroyed but it is pending").
+    # The store first: it stops its own pool workers. Then a call or a connection that timed out
+    # and may still be running is cancelled and let unwind, rather than stopping the loop under it
+    # ("Task was destroyed but it is pending").
+    if store is not None:
+        await store.close()
     current = asyncio.current_task()
     pending = [task for task in asyncio.all_tasks() if task is not current]
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    if store is not None:
-        await store.close()
 
 
 def create_client(
